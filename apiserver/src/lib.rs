@@ -1,0 +1,1 @@
+//! Drover's API server: authentication, admission, validation, persistence and watch.

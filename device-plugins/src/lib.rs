@@ -1,0 +1,1 @@
+//! Device discovery, health and allocation: NVIDIA (NVML), CPU/NUMA topology, simulated devices.

@@ -1,0 +1,1 @@
+//! Drover's node agent (the kubelet).

@@ -1,0 +1,1 @@
+//! Drover's scheduler: places pods and gangs on nodes and devices.
