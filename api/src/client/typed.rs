@@ -1,0 +1,243 @@
+//! Typed verbs for one kind: [`Api<T>`].
+
+use std::marker::PhantomData;
+
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+
+use super::{Client, ClientError, proto, target};
+use crate::error::Status;
+use crate::meta::List;
+use crate::resource::Resource;
+
+/// Options of list and watch calls.
+#[derive(Clone, Debug, Default)]
+pub struct ListParams {
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+    pub limit: Option<u64>,
+    pub continue_token: Option<String>,
+}
+
+impl ListParams {
+    pub fn labels(mut self, selector: impl Into<String>) -> Self {
+        self.label_selector = Some(selector.into());
+        self
+    }
+    pub fn fields(mut self, selector: impl Into<String>) -> Self {
+        self.field_selector = Some(selector.into());
+        self
+    }
+}
+
+/// Options of delete calls.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteParams {
+    /// `Background` (default), `Foreground` or `Orphan`.
+    pub propagation_policy: Option<String>,
+    pub precondition_resource_version: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub grace_period_seconds: Option<i64>,
+}
+
+/// One change seen by a watch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WatchEvent<T> {
+    Added(T),
+    Modified(T),
+    Deleted(T),
+    /// Progress: every change up to this resource version has been sent.
+    Bookmark(String),
+    /// The watch ended with an error; `Expired` means "relist".
+    Error(Status),
+}
+
+/// Typed verbs for kind `T`, in one namespace or across all.
+pub struct Api<T> {
+    client: Client,
+    namespace: Option<String>,
+    _kind: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Api<T> {
+    fn clone(&self) -> Self {
+        Api {
+            client: self.client.clone(),
+            namespace: self.namespace.clone(),
+            _kind: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Api<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+impl<T: Resource> Api<T> {
+    pub(super) fn new(client: Client, namespace: Option<String>) -> Self {
+        Api {
+            client,
+            namespace,
+            _kind: PhantomData,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    fn target(&self, name: &str, sub: &str) -> proto::Target {
+        target(&T::info(), self.namespace.as_deref(), name, sub)
+    }
+
+    /// The target of `obj`, taking the namespace from the object when this Api has none.
+    fn target_of(&self, obj: &T, sub: &str) -> proto::Target {
+        let meta = obj.meta();
+        let ns = self
+            .namespace
+            .as_deref()
+            .or(Some(meta.namespace.as_str()).filter(|s| !s.is_empty()));
+        target(&T::info(), ns, &meta.name, sub)
+    }
+
+    fn encode<S: Serialize>(value: &S) -> Result<Vec<u8>, ClientError> {
+        serde_json::to_vec(value).map_err(|e| ClientError::Encode(e.to_string()))
+    }
+
+    fn with_type_meta(obj: &T) -> T {
+        let mut obj = obj.clone();
+        obj.set_type_meta();
+        obj
+    }
+
+    pub async fn create(&self, obj: &T) -> Result<T, ClientError> {
+        let body = Self::encode(&Self::with_type_meta(obj))?;
+        let out = self.client.create_raw(self.target_of(obj, ""), body).await?;
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    pub async fn get(&self, name: &str) -> Result<T, ClientError> {
+        let out = self.client.get_raw(self.target(name, "")).await?;
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// Like [`get`](Self::get), with `None` for NotFound.
+    pub async fn get_opt(&self, name: &str) -> Result<Option<T>, ClientError> {
+        match self.get(name).await {
+            Ok(o) => Ok(Some(o)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn list(&self, params: &ListParams) -> Result<List<T>, ClientError> {
+        let out = self.client.list_raw(self.target("", ""), params).await?;
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// Replaces the object; fails with Conflict when its resourceVersion is stale.
+    pub async fn update(&self, obj: &T) -> Result<T, ClientError> {
+        let body = Self::encode(&Self::with_type_meta(obj))?;
+        let out = self.client.update_raw(self.target_of(obj, ""), body).await?;
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// Replaces the object's status (the `status` subresource).
+    pub async fn update_status(&self, obj: &T) -> Result<T, ClientError> {
+        let body = Self::encode(&Self::with_type_meta(obj))?;
+        let out = self
+            .client
+            .update_raw(self.target_of(obj, "status"), body)
+            .await?;
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// Applies a JSON merge patch.
+    pub async fn patch<P: Serialize>(&self, name: &str, patch: &P) -> Result<T, ClientError> {
+        let out = self
+            .client
+            .patch_raw(self.target(name, ""), Self::encode(patch)?)
+            .await?;
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// Applies a JSON merge patch to the status subresource.
+    pub async fn patch_status<P: Serialize>(
+        &self,
+        name: &str,
+        patch: &P,
+    ) -> Result<T, ClientError> {
+        let out = self
+            .client
+            .patch_raw(self.target(name, "status"), Self::encode(patch)?)
+            .await?;
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// Creates a subresource of the object (e.g. a pod's `binding`); returns the object.
+    pub async fn create_subresource<B: Serialize>(
+        &self,
+        name: &str,
+        subresource: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let out = self
+            .client
+            .create_raw(self.target(name, subresource), Self::encode(body)?)
+            .await?;
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// Deletes the object; returns it (marked for deletion when finalizers remain).
+    pub async fn delete(&self, name: &str, params: &DeleteParams) -> Result<T, ClientError> {
+        let out = self
+            .client
+            .delete_raw(self.target(name, ""), params)
+            .await?;
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// Watches the collection from `resource_version` ("" or "0": current state first).
+    pub async fn watch(
+        &self,
+        params: &ListParams,
+        resource_version: &str,
+    ) -> Result<impl Stream<Item = Result<WatchEvent<T>, ClientError>> + use<T>, ClientError> {
+        let stream = self
+            .client
+            .watch_raw(self.target("", ""), params, resource_version)
+            .await?;
+        Ok(stream.map(|r| r.and_then(decode_event::<T>)))
+    }
+}
+
+/// Decodes one raw watch event.
+pub fn decode_event<T: Resource>(e: proto::WatchEvent) -> Result<WatchEvent<T>, ClientError> {
+    Ok(match e.r#type.as_str() {
+        "ADDED" => WatchEvent::Added(serde_json::from_slice(&e.object)?),
+        "MODIFIED" => WatchEvent::Modified(serde_json::from_slice(&e.object)?),
+        "DELETED" => WatchEvent::Deleted(serde_json::from_slice(&e.object)?),
+        "BOOKMARK" => {
+            #[derive(serde::Deserialize)]
+            struct Rv {
+                metadata: crate::meta::ListMeta,
+            }
+            let rv: Rv = serde_json::from_slice(&e.object)?;
+            WatchEvent::Bookmark(rv.metadata.resource_version)
+        }
+        "ERROR" => WatchEvent::Error(serde_json::from_slice(&e.object)?),
+        other => {
+            return Err(ClientError::Api(Status::internal(format!(
+                "unknown watch event type {other:?}"
+            ))));
+        }
+    })
+}

@@ -1,0 +1,91 @@
+//! v1 Namespace.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::FieldErrors;
+use crate::meta::ObjectMeta;
+use crate::resource::Resource;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Namespace {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<NamespaceSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<NamespaceStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalizers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceStatus {
+    /// `Active` or `Terminating`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phase: String,
+}
+
+impl Namespace {
+    pub fn new(name: impl Into<String>) -> Self {
+        let mut ns = Namespace {
+            metadata: ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        ns.set_type_meta();
+        ns
+    }
+}
+
+impl Resource for Namespace {
+    const GROUP: &'static str = "";
+    const VERSION: &'static str = "v1";
+    const KIND: &'static str = "Namespace";
+    const PLURAL: &'static str = "namespaces";
+    const SINGULAR: &'static str = "namespace";
+    const SHORT_NAMES: &'static [&'static str] = &["ns"];
+    const NAMESPACED: bool = false;
+    const HAS_STATUS: bool = true;
+
+    crate::impl_resource_meta!(Namespace);
+
+    fn validate(&self) -> Result<(), FieldErrors> {
+        crate::validation::validate_object_meta(&self.metadata, false)
+    }
+
+    fn default_fields(&mut self) {
+        let status = self.status.get_or_insert_with(Default::default);
+        if status.phase.is_empty() {
+            status.phase = "Active".into();
+        }
+    }
+
+    fn copy_status_from(&mut self, other: &Self) {
+        self.status = other.status.clone();
+    }
+
+    fn field(&self, path: &str) -> Option<String> {
+        match path {
+            "status.phase" => Some(
+                self.status
+                    .as_ref()
+                    .map(|s| s.phase.clone())
+                    .unwrap_or_default(),
+            ),
+            _ => None,
+        }
+    }
+}
