@@ -50,7 +50,10 @@ pub fn validate_object_meta(meta: &ObjectMeta, namespaced: bool) -> Result<(), F
         ));
     }
     errs.extend(validate_labels(&meta.labels, "metadata.labels"));
-    errs.extend(validate_annotations(&meta.annotations, "metadata.annotations"));
+    errs.extend(validate_annotations(
+        &meta.annotations,
+        "metadata.annotations",
+    ));
     errs.into_result()
 }
 
@@ -163,13 +166,29 @@ pub fn check_min<T: PartialOrd + std::fmt::Display + Copy>(
     value: Option<T>,
     min: T,
 ) {
-    if let Some(v) = value {
-        if v < min {
-            errs.push(FieldError::invalid(
-                path,
-                format!("{v}: expected a number greater than or equal to {min}"),
-            ));
-        }
+    if let Some(v) = value
+        && v < min
+    {
+        errs.push(FieldError::invalid(
+            path,
+            format!("{v}: expected a number greater than or equal to {min}"),
+        ));
+    }
+}
+
+/// Pushes an error when `value` is set and not greater than zero.
+pub fn check_positive<T: PartialOrd + std::fmt::Display + Copy + Default>(
+    errs: &mut FieldErrors,
+    path: &str,
+    value: Option<T>,
+) {
+    if let Some(v) = value
+        && v <= T::default()
+    {
+        errs.push(FieldError::invalid(
+            path,
+            format!("{v}: expected a number greater than 0"),
+        ));
     }
 }
 
