@@ -12,7 +12,9 @@ use crate::error::FieldErrors;
 use crate::meta::ObjectMeta;
 
 /// A kind of object stored by the API server.
-pub trait Resource: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static {
+pub trait Resource:
+    Serialize + DeserializeOwned + Clone + Debug + Default + Send + Sync + 'static
+{
     /// API group: `""` for the core group, `batch`, `scheduling.x-k8s.io`, ...
     const GROUP: &'static str;
     const VERSION: &'static str;
@@ -33,6 +35,9 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Debug + Send + Sync +
 
     /// Sets `apiVersion` and `kind` to this kind's.
     fn set_type_meta(&mut self);
+
+    /// `apiVersion` and `kind` as the object carries them (empty when unset).
+    fn type_meta(&self) -> (&str, &str);
 
     /// Checks the object on create (and, by default, on update), field by field.
     fn validate(&self) -> Result<(), FieldErrors> {
@@ -234,6 +239,9 @@ macro_rules! impl_resource_meta {
         fn set_type_meta(&mut self) {
             self.api_version = <$t as $crate::resource::Resource>::api_version();
             self.kind = <$t as $crate::resource::Resource>::KIND.to_string();
+        }
+        fn type_meta(&self) -> (&str, &str) {
+            (&self.api_version, &self.kind)
         }
     };
 }

@@ -1,3 +1,23 @@
-//! Drover's API server: authentication, admission, validation, persistence and watch.
+//! Drover's API server: the only door to the state.
+//!
+//! Every request is authenticated ([`auth`]), resolved to a kind ([`kinds`]), decoded, defaulted
+//! and validated ([`write`]), persisted through the [`storage::Store`] and answered once the
+//! [`cache`] (the watch cache) has seen it. [`service`] holds the verbs; [`rest`] and [`grpc`]
+//! are the two transports on one port; [`server`] starts it all. Start reading at [`server::start`].
 
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod grpc;
+pub mod keys;
+pub mod kinds;
+pub mod merge_patch;
+pub mod rest;
+pub mod server;
+pub mod service;
 pub mod storage;
+pub mod watch;
+pub mod write;
+
+pub use config::ServerConfig;
+pub use server::{RunningServer, ServerError, run, start, start_with_store};

@@ -1,0 +1,219 @@
+//! How the API server handles each kind: decoding, defaults, validation and the per-kind hooks,
+//! behind one object-safe trait so the rest of the server is kind-agnostic.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use drover_api::error::{FieldError, FieldErrors};
+use drover_api::resource::{KindInfo, KindVisitor, visit_kinds};
+use drover_api::selector::{FieldSelector, field_of};
+use drover_api::{ObjectMeta, Resource, Status, Time};
+
+use crate::cache::CachedObject;
+use crate::write::{self, Prepared, UpdateScope};
+
+/// A stored object of some kind, type-erased.
+pub trait ErasedObject: Any + Send + Sync {
+    fn meta(&self) -> &ObjectMeta;
+    /// A selectable field's value (`metadata.name`, `spec.nodeName`, ...).
+    fn field(&self, path: &str) -> Option<String>;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Resource> ErasedObject for T {
+    fn meta(&self) -> &ObjectMeta {
+        Resource::meta(self)
+    }
+    fn field(&self, path: &str) -> Option<String> {
+        field_of(self, path)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// What the server needs to do with one kind, independent of its Rust type.
+pub trait KindOps: Send + Sync {
+    fn info(&self) -> &KindInfo;
+    /// Decodes stored or submitted JSON into the typed object.
+    fn decode(&self, json: &[u8]) -> Result<Arc<dyn ErasedObject>, Status>;
+    /// Sets the resource version and encodes to JSON.
+    fn encode_with_rv(&self, obj: &dyn ErasedObject, rv: u64) -> Result<(Arc<dyn ErasedObject>, Bytes), Status>;
+    /// Checks that every field of a field selector is selectable on this kind.
+    fn check_fields(&self, selector: &FieldSelector) -> Result<(), Status>;
+    fn prepare_create(&self, body: &[u8], namespace: &str, now: Time) -> Result<Prepared, Status>;
+    fn prepare_update(
+        &self,
+        body: &[u8],
+        old: &CachedObject,
+        scope: UpdateScope,
+    ) -> Result<Prepared, Status>;
+    fn deletion_is_graceful(&self, old: &CachedObject, grace: Option<i64>) -> Result<bool, Status>;
+    fn prepare_mark_deleted(
+        &self,
+        old: &CachedObject,
+        now: Time,
+        grace: Option<i64>,
+        finalizer: Option<&str>,
+    ) -> Result<Prepared, Status>;
+}
+
+/// [`KindOps`] for a Rust type.
+pub struct Typed<T>(PhantomData<fn() -> T>, KindInfo);
+
+impl<T: Resource> Typed<T> {
+    pub fn new() -> Self {
+        Typed(PhantomData, T::info())
+    }
+}
+
+impl<T: Resource> Default for Typed<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Decodes JSON into `T`, with the path of the offending field in the error.
+pub fn decode_typed<T: Resource>(json: &[u8]) -> Result<T, Status> {
+    let de = &mut serde_json::Deserializer::from_slice(json);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let mut errs = FieldErrors::new();
+        let field = if path == "." { String::new() } else { path };
+        let message = clean_serde_message(&inner.to_string());
+        if field.is_empty() {
+            return Status::bad_request(format!("cannot decode {}: {message}", T::KIND));
+        }
+        errs.push(FieldError::invalid(field, message));
+        Status::invalid(T::KIND, "", &errs)
+    })
+}
+
+/// serde's messages end with " at line L column C", which means nothing to the user of a YAML
+/// file that was converted to JSON; the field path says where.
+fn clean_serde_message(m: &str) -> String {
+    match m.rfind(" at line ") {
+        Some(i) => m[..i].to_string(),
+        None => m.to_string(),
+    }
+}
+
+/// Downcasts an erased object to `T`.
+pub fn downcast<T: Resource>(obj: &dyn ErasedObject) -> Result<&T, Status> {
+    obj.as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| Status::internal(format!("cached object is not a {}", T::KIND)))
+}
+
+impl<T: Resource> KindOps for Typed<T> {
+    fn info(&self) -> &KindInfo {
+        &self.1
+    }
+
+    fn decode(&self, json: &[u8]) -> Result<Arc<dyn ErasedObject>, Status> {
+        Ok(Arc::new(decode_typed::<T>(json)?))
+    }
+
+    fn encode_with_rv(
+        &self,
+        obj: &dyn ErasedObject,
+        rv: u64,
+    ) -> Result<(Arc<dyn ErasedObject>, Bytes), Status> {
+        let mut obj: T = downcast::<T>(obj)?.clone();
+        obj.meta_mut().resource_version = rv.to_string();
+        obj.set_type_meta();
+        let json = serde_json::to_vec(&obj)
+            .map_err(|e| Status::internal(format!("cannot encode {}: {e}", T::KIND)))?;
+        Ok((Arc::new(obj), Bytes::from(json)))
+    }
+
+    fn check_fields(&self, selector: &FieldSelector) -> Result<(), Status> {
+        selector
+            .check_supported::<T>()
+            .map_err(|e| Status::bad_request(format!("fieldSelector: {e}")))
+    }
+
+    fn prepare_create(&self, body: &[u8], namespace: &str, now: Time) -> Result<Prepared, Status> {
+        write::prepare_create::<T>(body, namespace, now)
+    }
+
+    fn prepare_update(
+        &self,
+        body: &[u8],
+        old: &CachedObject,
+        scope: UpdateScope,
+    ) -> Result<Prepared, Status> {
+        write::prepare_update::<T>(body, old, scope)
+    }
+
+    fn deletion_is_graceful(&self, old: &CachedObject, grace: Option<i64>) -> Result<bool, Status> {
+        write::deletion_is_graceful::<T>(old, grace)
+    }
+
+    fn prepare_mark_deleted(
+        &self,
+        old: &CachedObject,
+        now: Time,
+        grace: Option<i64>,
+        finalizer: Option<&str>,
+    ) -> Result<Prepared, Status> {
+        write::prepare_mark_deleted::<T>(old, now, grace, finalizer)
+    }
+}
+
+/// Every kind the server serves, by `(group, plural)`.
+#[derive(Clone)]
+pub struct Kinds {
+    by_resource: HashMap<(String, String), Arc<dyn KindOps>>,
+}
+
+impl std::fmt::Debug for Kinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kinds")
+            .field("count", &self.by_resource.len())
+            .finish()
+    }
+}
+
+impl Default for Kinds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Kinds {
+    /// The registry of every kind `drover_api` defines.
+    pub fn new() -> Self {
+        struct Collect(HashMap<(String, String), Arc<dyn KindOps>>);
+        impl KindVisitor for Collect {
+            fn visit<T: Resource>(&mut self) {
+                self.0.insert(
+                    (T::GROUP.to_string(), T::PLURAL.to_string()),
+                    Arc::new(Typed::<T>::new()),
+                );
+            }
+        }
+        let mut c = Collect(HashMap::new());
+        visit_kinds(&mut c);
+        Kinds { by_resource: c.0 }
+    }
+
+    pub fn get(&self, group: &str, plural: &str) -> Option<&Arc<dyn KindOps>> {
+        self.by_resource
+            .get(&(group.to_string(), plural.to_string()))
+    }
+
+    /// The kind a storage key belongs to.
+    pub fn for_key(&self, key: &[u8]) -> Option<&Arc<dyn KindOps>> {
+        let (group, plural) = crate::keys::parse_kind(key)?;
+        self.get(group, plural)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn KindOps>> {
+        self.by_resource.values()
+    }
+}

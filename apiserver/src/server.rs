@@ -1,0 +1,213 @@
+//! Starting and stopping an API server: open the store, load the watch cache, follow the change
+//! feed, compact history, and serve REST and gRPC on one port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::auth::Authenticator;
+use crate::cache::WatchCache;
+use crate::config::ServerConfig;
+use crate::grpc::GrpcApi;
+use crate::kinds::Kinds;
+use crate::service::ApiService;
+use crate::storage::embedded::EmbeddedStore;
+use crate::storage::{Store, StoreError, prefix_end};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(drover_api::Status),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A running API server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where it listens (the real port when asked for port 0).
+    pub addr: SocketAddr,
+    /// The admin token.
+    pub admin_token: String,
+    pub service: ApiService,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and waits for the server to finish.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Serve(std::io::Error::other(e))),
+        }
+    }
+
+    /// Waits until the server stops by itself (it only does on error).
+    pub async fn wait(&mut self) -> Result<(), ServerError> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Serve(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// Opens the embedded store under `config.data_dir` and starts serving.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(config.store_path())?);
+    start_with_store(config, store).await
+}
+
+/// Starts serving over any [`Store`].
+pub async fn start_with_store(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+) -> Result<RunningServer, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let auth = Authenticator::load_or_init(&config.tokens_path())?;
+    let kinds = Kinds::new();
+    let cache = WatchCache::new(kinds.clone(), config.watch_history, config.watch_queue);
+
+    // Load everything, then follow the change feed from the revision of that read.
+    let root = crate::keys::root().as_bytes().to_vec();
+    let all = store.range(&root, &prefix_end(&root), 0).await?;
+    cache.load(&all.kvs, all.revision);
+    let feed = store.watch(all.revision).await?;
+    tokio::spawn(follow(store.clone(), cache.clone(), feed));
+    tokio::spawn(compact_periodically(store.clone(), config.clone()));
+
+    let service = ApiService {
+        store,
+        cache,
+        kinds,
+        auth: auth.clone(),
+        config: config.clone(),
+    };
+    service.bootstrap().await.map_err(ServerError::Bootstrap)?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let grpc = GrpcApi::new(service.clone()).server(drover_api::client::MAX_MESSAGE_BYTES);
+    let app = crate::rest::router(service.clone())
+        .merge(tonic::service::Routes::new(grpc).into_axum_router());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+            .map_err(ServerError::Serve)
+    });
+    tracing::info!(%addr, "API server listening");
+    Ok(RunningServer {
+        addr,
+        admin_token: auth.admin_token().to_string(),
+        service,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+/// Runs an API server until `shutdown` completes.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let mut server = start(config).await?;
+    tokio::select! {
+        _ = shutdown => server.shutdown().await,
+        r = server.wait() => r,
+    }
+}
+
+/// Feeds the watch cache from the store's change feed; reloads if the feed breaks.
+async fn follow(store: Arc<dyn Store>, cache: WatchCache, mut feed: crate::storage::ChangeStream) {
+    loop {
+        while let Some(item) = feed.next().await {
+            match item {
+                Ok(batch) => cache.apply(&batch),
+                Err(e) => {
+                    tracing::warn!(error = %e, "change feed failed; reloading the cache");
+                    break;
+                }
+            }
+        }
+        // The feed ended or failed: reload and follow again.
+        loop {
+            let root = crate::keys::root().as_bytes().to_vec();
+            match store.range(&root, &prefix_end(&root), 0).await {
+                Ok(all) => match store.watch(all.revision).await {
+                    Ok(f) => {
+                        cache.load(&all.kvs, all.revision);
+                        feed = f;
+                        break;
+                    }
+                    Err(StoreError::Closed) => return,
+                    Err(e) => tracing::warn!(error = %e, "cannot follow the store"),
+                },
+                Err(StoreError::Closed) => return,
+                Err(e) => tracing::warn!(error = %e, "cannot read the store"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+}
+
+async fn compact_periodically(store: Arc<dyn Store>, config: ServerConfig) {
+    let mut tick = tokio::time::interval(config.compaction_interval);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match store.current_revision().await {
+            Ok(rev) if rev > config.compaction_retain => {
+                if let Err(e) = store.compact(rev - config.compaction_retain).await {
+                    tracing::warn!(error = %e, "compaction failed");
+                }
+            }
+            Ok(_) => {}
+            Err(StoreError::Closed) => return,
+            Err(e) => tracing::warn!(error = %e, "cannot read the store revision"),
+        }
+    }
+}

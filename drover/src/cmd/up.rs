@@ -1,0 +1,151 @@
+//! `drover up` (a whole control plane on this machine) and `drover apiserver` (the API server
+//! alone).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use drover_api::client::config::{default_config_path, drover_home};
+use drover_api::client::{Client, ClientConfig};
+use drover_apiserver::ServerConfig;
+
+use super::GlobalArgs;
+
+/// The demo manifest `drover up --demo` applies.
+pub const DEMO_MANIFEST: &str = include_str!("../../../deploy/examples/demo.yaml");
+
+/// Flags of the API server, shared by `up` and `apiserver`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiserverArgs {
+    /// Directory of the embedded store and the token file (default: ~/.drover/data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to serve REST and gRPC on (loopback by default; port 0 picks a free port).
+    #[arg(long, default_value = drover_apiserver::config::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = drover_apiserver::config::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Write the client config (server address and admin token) here instead of
+    /// $DROVER_CONFIG or ~/.drover/config.
+    #[arg(long)]
+    pub write_config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub apiserver: ApiserverArgs,
+    /// Apply the demo manifest once the control plane is up.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+impl ApiserverArgs {
+    fn server_config(&self) -> anyhow::Result<ServerConfig> {
+        let data_dir = match &self.data_dir {
+            Some(d) => d.clone(),
+            None => drover_home()?.join("data"),
+        };
+        let mut cfg = ServerConfig::new(data_dir).listen(self.listen);
+        cfg.max_body_bytes = self.max_body_bytes;
+        Ok(cfg)
+    }
+
+    fn config_path(&self, global: &GlobalArgs) -> anyhow::Result<PathBuf> {
+        Ok(match (&self.write_config, &global.config) {
+            (Some(p), _) | (None, Some(p)) => p.clone(),
+            (None, None) => default_config_path()?,
+        })
+    }
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Starts the API server and writes the client config; returns the running server.
+async fn start_apiserver(
+    args: &ApiserverArgs,
+    global: &GlobalArgs,
+) -> anyhow::Result<(drover_apiserver::RunningServer, ClientConfig)> {
+    let cfg = args.server_config()?;
+    let data_dir = cfg.data_dir.clone();
+    let server = drover_apiserver::start(cfg)
+        .await
+        .with_context(|| format!("cannot start the API server (data in {})", data_dir.display()))?;
+    let mut addr = server.addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client_cfg = ClientConfig {
+        server: format!("http://{addr}"),
+        token: server.admin_token.clone(),
+    };
+    let path = args.config_path(global)?;
+    client_cfg.save(&path)?;
+    println!("API server listening on {} (REST and gRPC)", server.url());
+    println!("data directory: {}", data_dir.display());
+    println!("client config written to {}", path.display());
+    Ok((server, client_cfg))
+}
+
+pub async fn run_apiserver(args: ApiserverArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let (mut server, _) = start_apiserver(&args, global).await?;
+    tokio::select! {
+        _ = stop_signal() => {
+            println!("stopping");
+            server.shutdown().await?;
+        }
+        r = server.wait() => r?,
+    }
+    Ok(())
+}
+
+pub async fn run_up(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+    let (mut server, client_cfg) = start_apiserver(&args.apiserver, global).await?;
+    let client = Client::new(&client_cfg)?;
+
+    // The other components of the control plane start here, each as a task on this runtime,
+    // against the API server above (scheduler, controllers, a local node agent).
+    let components: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+
+    if args.demo {
+        let lines = super::apply::apply_text(&client, DEMO_MANIFEST, "demo.yaml").await?;
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    println!("Drover is up. Try: drover get pods -A    (Ctrl-C stops it)");
+    tokio::select! {
+        _ = stop_signal() => {
+            println!("stopping");
+            for c in &components {
+                c.abort();
+            }
+            server.shutdown().await?;
+        }
+        r = server.wait() => r?,
+    }
+    Ok(())
+}
