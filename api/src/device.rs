@@ -114,11 +114,7 @@ pub struct CpuTopology {
 impl CpuTopology {
     /// Hardware threads per physical core (1 when unknown).
     pub fn threads_per_core(&self) -> u32 {
-        if self.cores == 0 {
-            1
-        } else {
-            (self.threads / self.cores).max(1)
-        }
+        self.threads.checked_div(self.cores).unwrap_or(1).max(1)
     }
 }
 
@@ -214,8 +210,10 @@ impl DeviceInventory {
     /// order at the end.
     pub fn order_by_topology(&self, ids: &[&str]) -> Vec<String> {
         let index_of = |id: &str| self.device(id).map_or(u32::MAX, |d| d.index);
-        let (mut known, unknown): (Vec<&str>, Vec<&str>) =
-            ids.iter().copied().partition(|id| self.device(id).is_some());
+        let (mut known, unknown): (Vec<&str>, Vec<&str>) = ids
+            .iter()
+            .copied()
+            .partition(|id| self.device(id).is_some());
         known.sort_by_key(|id| (index_of(id), *id));
         known.dedup();
         let mut ordered: Vec<String> = Vec::with_capacity(ids.len());
@@ -332,5 +330,27 @@ mod tests {
             Some(LinkKind::PCIeHostBridge)
         );
         assert_eq!(inv.bottleneck(&["g0"]), None);
+    }
+
+    proptest::proptest! {
+        /// Ordering never drops, repeats or invents a device.
+        #[test]
+        fn order_is_a_permutation(picks in proptest::collection::vec(0u32..6, 0..8)) {
+            let inv = pairs();
+            let ids: Vec<String> = picks.iter().map(|i| format!("g{i}")).collect();
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let mut ordered = inv.order_by_topology(&refs);
+            let mut want: Vec<String> = ids.clone();
+            // Known ids are deduplicated; unknown ones (g4, g5) pass through as given.
+            let known: std::collections::BTreeSet<&String> =
+                want.iter().filter(|id| inv.device(id).is_some()).collect();
+            let mut unknown: Vec<String> =
+                want.iter().filter(|id| inv.device(id).is_none()).cloned().collect();
+            want = known.into_iter().cloned().collect();
+            want.append(&mut unknown);
+            ordered.sort();
+            want.sort();
+            proptest::prop_assert_eq!(ordered, want);
+        }
     }
 }
