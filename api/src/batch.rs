@@ -18,6 +18,11 @@ pub use validation::{validate_job, validate_job_update};
 
 /// Retries before a Job is marked Failed, when it names no `backoffLimit`.
 pub const DEFAULT_BACKOFF_LIMIT: i32 = 6;
+/// The label that ties a Job's pods to it (set from the Job's uid, as Kubernetes does).
+pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+/// The label carrying the Job's name on its pods.
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
 /// The port rank 0 listens on for a gang job's rendezvous, when it names none.
 pub const DEFAULT_MASTER_PORT: i32 = 29500;
 
@@ -100,7 +105,7 @@ pub struct JobSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodTemplateSpec {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default_meta")]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: crate::core::PodSpec,
@@ -156,6 +161,10 @@ pub struct JobStatus {
     /// Accepted as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uncounted_terminated_pods: Option<serde_json::Value>,
+}
+
+fn is_default_meta(m: &ObjectMeta) -> bool {
+    *m == ObjectMeta::default()
 }
 
 fn is_zero(v: &i32) -> bool {
@@ -232,7 +241,8 @@ impl Resource for Job {
     }
 
     /// Kubernetes' defaults: with neither parallelism nor completions, both are 1; parallelism
-    /// alone leaves completions unset (a work queue). The template's restart policy stays as
+    /// alone leaves completions unset (a work queue). Once the Job has a uid and no selector of
+    /// its own, the selector is generated from the uid and the template labelled to match. The template's restart policy stays as
     /// written: it must be `Never` or `OnFailure`.
     fn default_fields(&mut self) {
         let spec = &mut self.spec;
@@ -255,6 +265,16 @@ impl Resource for Job {
             && g.topology_mode.is_none()
         {
             g.topology_mode = Some(crate::scheduling::topology_mode::REQUIRED.into());
+        }
+        // The generated selector, once the server has given the Job a uid.
+        let uid = &self.metadata.uid;
+        if spec.selector.is_none() && spec.manual_selector != Some(true) && !uid.is_empty() {
+            let labels = &mut spec.template.metadata.labels;
+            labels.insert(CONTROLLER_UID_LABEL.into(), uid.clone());
+            labels.insert(JOB_NAME_LABEL.into(), self.metadata.name.clone());
+            spec.selector = Some(LabelSelector::from_labels(
+                [(CONTROLLER_UID_LABEL.to_string(), uid.clone())].into(),
+            ));
         }
         let restart = std::mem::take(&mut spec.template.spec.restart_policy);
         spec.template.spec.default_fields();

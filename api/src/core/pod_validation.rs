@@ -1,8 +1,26 @@
 //! Validation of pods and pod specs (also used for job templates). Every error names the full
-//! field path and says what was expected.
+//! field path (`spec.containers[0].resources.limits[nvidia.com/gpu]`) and says what was
+//! expected. The rules are Kubernetes' where it has one.
 
+use std::collections::BTreeSet;
+
+use crate::core::affinity::{
+    NodeSelectorTerm, PodAffinity, PodAffinityTerm, node_operator, taint_effect,
+    toleration_operator, unsatisfiable_action,
+};
+use crate::core::container::{Container, pull_policy};
+use crate::core::pod::{pod_phase, preemption_policy, restart_policy};
 use crate::core::{Pod, PodSpec};
-use crate::error::{FieldError, FieldErrors};
+use crate::error::{FieldError, FieldErrorKind, FieldErrors};
+use crate::quantity::{ResourceList, is_extended_resource};
+use crate::scheduling::HIGHEST_PRIORITY;
+use crate::validation::{
+    QUALIFIED_NAME_EXPECTED, check_enum, check_label, check_min, check_positive, check_subdomain,
+    is_dns1123_label, is_env_var_name, is_qualified_name, validate_labels,
+};
+
+/// Resource names without a domain that Kubernetes knows.
+const NATIVE_RESOURCES: &[&str] = &["cpu", "memory", "ephemeral-storage", "pods", "storage"];
 
 /// Checks a pod on create.
 pub fn validate_pod(pod: &Pod) -> FieldErrors {
@@ -11,6 +29,13 @@ pub fn validate_pod(pod: &Pod) -> FieldErrors {
         errs.extend(e);
     }
     errs.extend(validate_pod_spec(&pod.spec, "spec"));
+    check_enum(
+        &mut errs,
+        "status.phase",
+        &pod.status.phase,
+        pod_phase::ALL,
+        true,
+    );
     errs
 }
 
@@ -23,17 +48,257 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> FieldErrors {
             "expected at least one container",
         ));
     }
+    let volumes: BTreeSet<&str> = spec.volumes.iter().map(|v| v.name.as_str()).collect();
+    let mut names = BTreeSet::new();
+    for (list, field) in [
+        (&spec.containers, "containers"),
+        (&spec.init_containers, "initContainers"),
+    ] {
+        for (i, c) in list.iter().enumerate() {
+            let p = format!("{path}.{field}[{i}]");
+            if !c.name.is_empty() && !names.insert(c.name.as_str()) {
+                errs.push(FieldError::duplicate(
+                    format!("{p}.name"),
+                    format!("{:?}: expected container names unique in the pod", c.name),
+                ));
+            }
+            validate_container(c, &p, &volumes, &mut errs);
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, v) in spec.volumes.iter().enumerate() {
+        let p = format!("{path}.volumes[{i}].name");
+        if !is_dns1123_label(&v.name) {
+            errs.push(FieldError::invalid(
+                p,
+                format!("{:?}: expected a lower-case RFC 1123 label", v.name),
+            ));
+        } else if !seen.insert(v.name.as_str()) {
+            errs.push(FieldError::duplicate(
+                p,
+                format!("{:?}: expected volume names unique in the pod", v.name),
+            ));
+        }
+    }
+    check_subdomain(&mut errs, &format!("{path}.nodeName"), &spec.node_name);
+    errs.extend(validate_labels(
+        &spec.node_selector,
+        &format!("{path}.nodeSelector"),
+    ));
+    check_subdomain(
+        &mut errs,
+        &format!("{path}.priorityClassName"),
+        &spec.priority_class_name,
+    );
+    if let Some(p) = spec.priority
+        && p > HIGHEST_PRIORITY
+    {
+        errs.push(FieldError::invalid(
+            format!("{path}.priority"),
+            format!("{p}: expected at most {HIGHEST_PRIORITY}"),
+        ));
+    }
+    check_enum(
+        &mut errs,
+        &format!("{path}.preemptionPolicy"),
+        spec.preemption_policy.as_deref().unwrap_or_default(),
+        preemption_policy::ALL,
+        true,
+    );
+    check_enum(
+        &mut errs,
+        &format!("{path}.restartPolicy"),
+        &spec.restart_policy,
+        restart_policy::ALL,
+        true,
+    );
+    check_min(
+        &mut errs,
+        &format!("{path}.terminationGracePeriodSeconds"),
+        spec.termination_grace_period_seconds,
+        0,
+    );
+    check_positive(
+        &mut errs,
+        &format!("{path}.activeDeadlineSeconds"),
+        spec.active_deadline_seconds,
+    );
+    check_label(&mut errs, &format!("{path}.hostname"), &spec.hostname);
+    check_label(&mut errs, &format!("{path}.subdomain"), &spec.subdomain);
+    check_subdomain(
+        &mut errs,
+        &format!("{path}.serviceAccountName"),
+        &spec.service_account_name,
+    );
+    validate_tolerations(spec, path, &mut errs);
+    validate_affinity(spec, path, &mut errs);
+    validate_spread(spec, path, &mut errs);
+    errs.extend(validate_device_assignments(spec, path));
+    if spec.rootfs.as_deref().is_some_and(|r| !r.starts_with('/')) {
+        errs.push(FieldError::invalid(
+            format!("{path}.rootfs"),
+            "expected an absolute path",
+        ));
+    }
     errs
 }
 
-/// Checks what an update may change.
-pub fn validate_pod_update(_new: &Pod, _old: &Pod) -> FieldErrors {
-    FieldErrors::new()
+fn validate_container(c: &Container, p: &str, volumes: &BTreeSet<&str>, errs: &mut FieldErrors) {
+    if c.name.is_empty() {
+        errs.push(FieldError::required(
+            format!("{p}.name"),
+            "expected a container name",
+        ));
+    } else if !is_dns1123_label(&c.name) {
+        errs.push(FieldError::invalid(
+            format!("{p}.name"),
+            format!(
+                "{:?}: expected a lower-case RFC 1123 label (letters, digits and '-', at most 63 characters)",
+                c.name
+            ),
+        ));
+    }
+    if c.image.is_empty() && c.command.is_empty() {
+        errs.push(FieldError::required(
+            format!("{p}.image"),
+            "expected an image, or a command to run on the host",
+        ));
+    }
+    for (i, e) in c.env.iter().enumerate() {
+        if !is_env_var_name(&e.name) {
+            errs.push(FieldError::invalid(
+                format!("{p}.env[{i}].name"),
+                format!(
+                    "{:?}: expected a non-empty name without '=' or control characters",
+                    e.name
+                ),
+            ));
+        }
+        if !e.value.is_empty() && e.value_from.is_some() {
+            errs.push(FieldError::invalid(
+                format!("{p}.env[{i}].valueFrom"),
+                "expected either value or valueFrom, not both",
+            ));
+        }
+        if let Some(f) = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref())
+            && f.field_path.is_empty()
+        {
+            errs.push(FieldError::required(
+                format!("{p}.env[{i}].valueFrom.fieldRef.fieldPath"),
+                "expected a field path such as metadata.name",
+            ));
+        }
+    }
+    validate_resources(c, p, errs);
+    for (i, port) in c.ports.iter().enumerate() {
+        let pp = format!("{p}.ports[{i}]");
+        if !(1..=65535).contains(&port.container_port) {
+            errs.push(FieldError::invalid(
+                format!("{pp}.containerPort"),
+                format!(
+                    "{}: expected a port between 1 and 65535",
+                    port.container_port
+                ),
+            ));
+        }
+        if let Some(h) = port.host_port
+            && !(0..=65535).contains(&h)
+        {
+            errs.push(FieldError::invalid(
+                format!("{pp}.hostPort"),
+                format!("{h}: expected a port between 0 and 65535"),
+            ));
+        }
+        check_enum(
+            errs,
+            &format!("{pp}.protocol"),
+            &port.protocol,
+            crate::core::container::protocol::ALL,
+            true,
+        );
+    }
+    check_enum(
+        errs,
+        &format!("{p}.imagePullPolicy"),
+        &c.image_pull_policy,
+        pull_policy::ALL,
+        true,
+    );
+    for (i, m) in c.volume_mounts.iter().enumerate() {
+        if !volumes.contains(m.name.as_str()) {
+            errs.push(FieldError::new(
+                FieldErrorKind::NotFound,
+                format!("{p}.volumeMounts[{i}].name"),
+                format!(
+                    "{:?}: expected the name of one of the pod's volumes",
+                    m.name
+                ),
+            ));
+        }
+        if m.mount_path.is_empty() {
+            errs.push(FieldError::required(
+                format!("{p}.volumeMounts[{i}].mountPath"),
+                "expected an absolute path",
+            ));
+        }
+    }
 }
 
-/// Checks the quantities of a resource list: valid names, no negatives, whole numbers for
-/// extended resources.
-pub fn validate_resource_list(list: &crate::quantity::ResourceList, path: &str) -> FieldErrors {
+/// Kubernetes' rules on requests and limits: valid names, no negatives, whole extended
+/// resources, requests at most the limits, and extended resources never overcommitted.
+fn validate_resources(c: &Container, p: &str, errs: &mut FieldErrors) {
+    let r = &c.resources;
+    for (list, field) in [(&r.limits, "limits"), (&r.requests, "requests")] {
+        let lp = format!("{p}.resources.{field}");
+        for name in list.keys() {
+            if !is_resource_name(name) {
+                errs.push(FieldError::invalid(
+                    format!("{lp}[{name}]"),
+                    format!(
+                        "{name:?}: expected a standard resource (cpu, memory, ephemeral-storage, hugepages-<size>) or a domain-qualified name such as nvidia.com/gpu"
+                    ),
+                ));
+            }
+        }
+        errs.extend(validate_resource_list(list, &lp));
+    }
+    for (name, req) in &r.requests {
+        let path = format!("{p}.resources.requests[{name}]");
+        match r.limits.get(name) {
+            Some(limit) if is_extended_resource(name) && req != limit => {
+                errs.push(FieldError::invalid(
+                    path,
+                    format!(
+                        "{req}: expected a request equal to the limit {limit} ({name} cannot be overcommitted)"
+                    ),
+                ))
+            }
+            Some(limit) if req > limit => errs.push(FieldError::invalid(
+                path,
+                format!("{req}: expected a request less than or equal to the limit {limit}"),
+            )),
+            None if is_extended_resource(name) => errs.push(FieldError::required(
+                format!("{p}.resources.limits[{name}]"),
+                format!(
+                    "expected a limit equal to the request {req} ({name} cannot be overcommitted)"
+                ),
+            )),
+            _ => {}
+        }
+    }
+}
+
+fn is_resource_name(name: &str) -> bool {
+    if name.contains('/') {
+        is_qualified_name(name)
+    } else {
+        NATIVE_RESOURCES.contains(&name) || name.starts_with("hugepages-")
+    }
+}
+
+/// Checks the quantities of a resource list: no negatives, whole numbers for extended
+/// resources.
+pub fn validate_resource_list(list: &ResourceList, path: &str) -> FieldErrors {
     let mut errs = FieldErrors::new();
     for (name, q) in list {
         let p = format!("{path}[{name}]");
@@ -42,7 +307,7 @@ pub fn validate_resource_list(list: &crate::quantity::ResourceList, path: &str) 
                 p,
                 format!("{q}: expected a quantity greater than or equal to 0"),
             ));
-        } else if crate::quantity::is_extended_resource(name) && !q.is_whole() {
+        } else if is_extended_resource(name) && !q.is_whole() {
             errs.push(FieldError::invalid(
                 p,
                 format!("{q}: expected a whole number ({name} is an extended resource)"),
@@ -52,7 +317,364 @@ pub fn validate_resource_list(list: &crate::quantity::ResourceList, path: &str) 
     errs
 }
 
-/// Checks `deviceAssignments` against the spec's containers.
-pub fn validate_device_assignments(_spec: &PodSpec, _path: &str) -> FieldErrors {
-    FieldErrors::new()
+fn validate_tolerations(spec: &PodSpec, path: &str, errs: &mut FieldErrors) {
+    for (i, t) in spec.tolerations.iter().enumerate() {
+        let p = format!("{path}.tolerations[{i}]");
+        if !t.key.is_empty() && !is_qualified_name(&t.key) {
+            errs.push(FieldError::invalid(
+                format!("{p}.key"),
+                format!("{:?}: {QUALIFIED_NAME_EXPECTED}", t.key),
+            ));
+        }
+        check_enum(
+            errs,
+            &format!("{p}.operator"),
+            &t.operator,
+            toleration_operator::ALL,
+            true,
+        );
+        if t.key.is_empty() && t.operator != toleration_operator::EXISTS {
+            errs.push(FieldError::invalid(
+                format!("{p}.operator"),
+                format!(
+                    "{:?}: expected Exists when the key is empty (to tolerate every taint)",
+                    t.operator
+                ),
+            ));
+        }
+        if t.operator == toleration_operator::EXISTS && !t.value.is_empty() {
+            errs.push(FieldError::invalid(
+                format!("{p}.value"),
+                format!("{:?}: expected no value with operator Exists", t.value),
+            ));
+        }
+        check_enum(
+            errs,
+            &format!("{p}.effect"),
+            &t.effect,
+            taint_effect::ALL,
+            true,
+        );
+        if t.toleration_seconds.is_some() && t.effect != taint_effect::NO_EXECUTE {
+            errs.push(FieldError::invalid(
+                format!("{p}.effect"),
+                format!(
+                    "{:?}: expected NoExecute when tolerationSeconds is set",
+                    t.effect
+                ),
+            ));
+        }
+    }
+}
+
+fn validate_affinity(spec: &PodSpec, path: &str, errs: &mut FieldErrors) {
+    let Some(a) = &spec.affinity else { return };
+    let p = format!("{path}.affinity");
+    if let Some(na) = &a.node_affinity {
+        let np = format!("{p}.nodeAffinity");
+        if let Some(req) = &na.required_during_scheduling_ignored_during_execution {
+            let rp = format!("{np}.requiredDuringSchedulingIgnoredDuringExecution");
+            if req.node_selector_terms.is_empty() {
+                errs.push(FieldError::required(
+                    format!("{rp}.nodeSelectorTerms"),
+                    "expected at least one node selector term",
+                ));
+            }
+            for (i, t) in req.node_selector_terms.iter().enumerate() {
+                validate_node_term(t, &format!("{rp}.nodeSelectorTerms[{i}]"), errs);
+            }
+        }
+        for (i, t) in na
+            .preferred_during_scheduling_ignored_during_execution
+            .iter()
+            .enumerate()
+        {
+            let tp = format!("{np}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
+            check_weight(errs, &tp, t.weight);
+            validate_node_term(&t.preference, &format!("{tp}.preference"), errs);
+        }
+    }
+    for (pa, name) in [
+        (&a.pod_affinity, "podAffinity"),
+        (&a.pod_anti_affinity, "podAntiAffinity"),
+    ] {
+        if let Some(pa) = pa {
+            validate_pod_affinity(pa, &format!("{p}.{name}"), errs);
+        }
+    }
+}
+
+fn check_weight(errs: &mut FieldErrors, path: &str, weight: i32) {
+    if !(1..=100).contains(&weight) {
+        errs.push(FieldError::invalid(
+            format!("{path}.weight"),
+            format!("{weight}: expected a weight between 1 and 100"),
+        ));
+    }
+}
+
+fn validate_node_term(t: &NodeSelectorTerm, p: &str, errs: &mut FieldErrors) {
+    for (list, field) in [
+        (&t.match_expressions, "matchExpressions"),
+        (&t.match_fields, "matchFields"),
+    ] {
+        for (i, r) in list.iter().enumerate() {
+            let rp = format!("{p}.{field}[{i}]");
+            if field == "matchFields" && r.key != "metadata.name" {
+                errs.push(FieldError::not_supported(
+                    format!("{rp}.key"),
+                    format!("{:?}: expected metadata.name", r.key),
+                ));
+            } else if field == "matchExpressions" && !is_qualified_name(&r.key) {
+                errs.push(FieldError::invalid(
+                    format!("{rp}.key"),
+                    format!("{:?}: {QUALIFIED_NAME_EXPECTED}", r.key),
+                ));
+            }
+            let n = r.values.len();
+            let vp = format!("{rp}.values");
+            match r.operator.as_str() {
+                node_operator::IN | node_operator::NOT_IN if n == 0 => {
+                    errs.push(FieldError::required(
+                        vp,
+                        format!("expected at least one value with operator {}", r.operator),
+                    ))
+                }
+                node_operator::EXISTS | node_operator::DOES_NOT_EXIST if n > 0 => {
+                    errs.push(FieldError::forbidden(
+                        vp,
+                        format!("expected no values with operator {}", r.operator),
+                    ))
+                }
+                node_operator::GT | node_operator::LT
+                    if n != 1 || r.values[0].parse::<i64>().is_err() =>
+                {
+                    errs.push(FieldError::invalid(
+                        vp,
+                        format!(
+                            "{:?}: expected exactly one integer value with operator {}",
+                            r.values, r.operator
+                        ),
+                    ))
+                }
+                op if node_operator::ALL.contains(&op) => {}
+                op => errs.push(FieldError::not_supported(
+                    format!("{rp}.operator"),
+                    format!("{op:?}: expected one of In, NotIn, Exists, DoesNotExist, Gt, Lt"),
+                )),
+            }
+        }
+    }
+}
+
+fn validate_pod_affinity(pa: &PodAffinity, p: &str, errs: &mut FieldErrors) {
+    for (i, t) in pa
+        .required_during_scheduling_ignored_during_execution
+        .iter()
+        .enumerate()
+    {
+        validate_affinity_term(
+            t,
+            &format!("{p}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
+            errs,
+        );
+    }
+    for (i, w) in pa
+        .preferred_during_scheduling_ignored_during_execution
+        .iter()
+        .enumerate()
+    {
+        let wp = format!("{p}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
+        check_weight(errs, &wp, w.weight);
+        validate_affinity_term(&w.pod_affinity_term, &format!("{wp}.podAffinityTerm"), errs);
+    }
+}
+
+fn validate_affinity_term(t: &PodAffinityTerm, p: &str, errs: &mut FieldErrors) {
+    if t.topology_key.is_empty() {
+        errs.push(FieldError::required(
+            format!("{p}.topologyKey"),
+            "expected a node label key such as kubernetes.io/hostname",
+        ));
+    } else if !is_qualified_name(&t.topology_key) {
+        errs.push(FieldError::invalid(
+            format!("{p}.topologyKey"),
+            format!("{:?}: {QUALIFIED_NAME_EXPECTED}", t.topology_key),
+        ));
+    }
+    if let Some(s) = &t.label_selector {
+        errs.extend(s.validate(&format!("{p}.labelSelector")));
+    }
+    if let Some(s) = &t.namespace_selector {
+        errs.extend(s.validate(&format!("{p}.namespaceSelector")));
+    }
+    for (i, ns) in t.namespaces.iter().enumerate() {
+        check_label(errs, &format!("{p}.namespaces[{i}]"), ns);
+    }
+}
+
+fn validate_spread(spec: &PodSpec, path: &str, errs: &mut FieldErrors) {
+    for (i, c) in spec.topology_spread_constraints.iter().enumerate() {
+        let p = format!("{path}.topologySpreadConstraints[{i}]");
+        if c.max_skew <= 0 {
+            errs.push(FieldError::invalid(
+                format!("{p}.maxSkew"),
+                format!("{}: expected a number greater than 0", c.max_skew),
+            ));
+        }
+        if c.topology_key.is_empty() {
+            errs.push(FieldError::required(
+                format!("{p}.topologyKey"),
+                "expected a node label key such as topology.kubernetes.io/zone",
+            ));
+        } else if !is_qualified_name(&c.topology_key) {
+            errs.push(FieldError::invalid(
+                format!("{p}.topologyKey"),
+                format!("{:?}: {QUALIFIED_NAME_EXPECTED}", c.topology_key),
+            ));
+        }
+        check_enum(
+            errs,
+            &format!("{p}.whenUnsatisfiable"),
+            &c.when_unsatisfiable,
+            unsatisfiable_action::ALL,
+            false,
+        );
+        check_positive(errs, &format!("{p}.minDomains"), c.min_domains);
+        if c.min_domains.is_some() && c.when_unsatisfiable != unsatisfiable_action::DO_NOT_SCHEDULE
+        {
+            errs.push(FieldError::invalid(
+                format!("{p}.minDomains"),
+                "expected minDomains only with whenUnsatisfiable DoNotSchedule",
+            ));
+        }
+        if let Some(s) = &c.label_selector {
+            errs.extend(s.validate(&format!("{p}.labelSelector")));
+        }
+    }
+}
+
+/// Checks `deviceAssignments` against the spec's containers: each names a container of the
+/// pod, a resource, and distinct device ids.
+pub fn validate_device_assignments(spec: &PodSpec, path: &str) -> FieldErrors {
+    let mut errs = FieldErrors::new();
+    let mut all_ids = BTreeSet::new();
+    for (i, a) in spec.device_assignments.iter().enumerate() {
+        let p = format!("{path}.deviceAssignments[{i}]");
+        let container = spec
+            .containers
+            .iter()
+            .chain(&spec.init_containers)
+            .find(|c| c.name == a.container);
+        if container.is_none() {
+            errs.push(FieldError::new(
+                FieldErrorKind::NotFound,
+                format!("{p}.container"),
+                format!(
+                    "{:?}: expected the name of one of the pod's containers",
+                    a.container
+                ),
+            ));
+        }
+        if !is_qualified_name(&a.resource) {
+            errs.push(FieldError::invalid(
+                format!("{p}.resource"),
+                format!(
+                    "{:?}: expected a resource name such as nvidia.com/gpu",
+                    a.resource
+                ),
+            ));
+        }
+        if a.ids.is_empty() {
+            errs.push(FieldError::required(
+                format!("{p}.ids"),
+                "expected at least one device id",
+            ));
+        }
+        for (j, id) in a.ids.iter().enumerate() {
+            let shared = a.share_milli.is_some();
+            if id.is_empty() || (!shared && !all_ids.insert((a.resource.as_str(), id.as_str()))) {
+                errs.push(FieldError::duplicate(
+                    format!("{p}.ids[{j}]"),
+                    format!("{id:?}: expected a distinct, non-empty device id"),
+                ));
+            }
+        }
+        if let Some(s) = a.share_milli
+            && !(1..=1000).contains(&s)
+        {
+            errs.push(FieldError::invalid(
+                format!("{p}.shareMilli"),
+                format!("{s}: expected a share between 1 and 1000 thousandths"),
+            ));
+        }
+    }
+    errs
+}
+
+/// What an update may change: Kubernetes lets the images, `activeDeadlineSeconds` (set, or
+/// shortened) and `tolerations` (added to) change; everything else in the spec is fixed. The
+/// node and the devices are set once, through the binding subresource
+/// ([`crate::core::Binding::apply_to`]), never by an update.
+pub fn validate_pod_update(new: &Pod, old: &Pod) -> FieldErrors {
+    let mut errs = FieldErrors::new();
+    if new.spec.node_name != old.spec.node_name {
+        errs.push(FieldError::forbidden(
+            "spec.nodeName",
+            "the node is set through the binding subresource (pods/binding), not by an update",
+        ));
+    }
+    if new.spec.device_assignments != old.spec.device_assignments {
+        errs.push(FieldError::forbidden(
+            "spec.deviceAssignments",
+            "devices are set through the binding subresource (pods/binding), not by an update",
+        ));
+    }
+    if let Some(old_deadline) = old.spec.active_deadline_seconds {
+        match new.spec.active_deadline_seconds {
+            Some(d) if d <= old_deadline => {}
+            _ => errs.push(FieldError::forbidden(
+                "spec.activeDeadlineSeconds",
+                format!("expected a deadline of at most {old_deadline} once one is set"),
+            )),
+        }
+    }
+    if !old
+        .spec
+        .tolerations
+        .iter()
+        .all(|t| new.spec.tolerations.contains(t))
+    {
+        errs.push(FieldError::forbidden(
+            "spec.tolerations",
+            "tolerations may be added but not removed or changed",
+        ));
+    }
+    // Compare the rest with the mutable fields taken from the old pod.
+    let mut comparable = new.spec.clone();
+    comparable.active_deadline_seconds = old.spec.active_deadline_seconds;
+    comparable.tolerations = old.spec.tolerations.clone();
+    comparable.node_name = old.spec.node_name.clone();
+    comparable.device_assignments = old.spec.device_assignments.clone();
+    for (c, o) in comparable
+        .containers
+        .iter_mut()
+        .zip(&old.spec.containers)
+        .chain(
+            comparable
+                .init_containers
+                .iter_mut()
+                .zip(&old.spec.init_containers),
+        )
+    {
+        c.image = o.image.clone();
+    }
+    if comparable != old.spec {
+        errs.push(FieldError::forbidden(
+            "spec",
+            "pod updates may not change fields other than containers[*].image, \
+             initContainers[*].image, activeDeadlineSeconds and tolerations (additions)",
+        ));
+    }
+    errs
 }
