@@ -170,10 +170,8 @@ impl KindInfo {
             Some((b, g)) => (b.to_string(), Some(g.to_string())),
             None => (name.clone(), None),
         };
-        if let Some(g) = &group {
-            if g != self.group {
-                return false;
-            }
+        if group.as_ref().is_some_and(|g| g != self.group) {
+            return false;
         }
         base == self.plural
             || base == self.singular

@@ -93,22 +93,14 @@ impl Filter {
             return false;
         }
         let meta = o.object.meta();
-        if let Some(ns) = &self.namespace {
-            if &meta.namespace != ns {
-                return false;
-            }
-        }
-        if let Some(l) = &self.labels {
-            if !l.matches(&meta.labels) {
-                return false;
-            }
-        }
-        if let Some(f) = &self.fields {
-            if !f.matches(|p| o.object.field(p)) {
-                return false;
-            }
-        }
-        true
+        self.namespace
+            .as_ref()
+            .is_none_or(|ns| &meta.namespace == ns)
+            && self.labels.as_ref().is_none_or(|l| l.matches(&meta.labels))
+            && self
+                .fields
+                .as_ref()
+                .is_none_or(|f| f.matches(|p| o.object.field(p)))
     }
 
     /// The event a watcher with this filter sees for `e`, if any: an object that starts matching
@@ -139,11 +131,14 @@ struct Watcher {
     tx: mpsc::Sender<WatchItem>,
 }
 
+/// One kind's objects by `(namespace, name)`.
+type KindObjects = BTreeMap<(String, String), Arc<CachedObject>>;
+
 struct State {
     /// Revision of the last applied batch.
     rev: u64,
     /// Objects by kind, then `(namespace, name)`.
-    objects: HashMap<Arc<str>, BTreeMap<(String, String), Arc<CachedObject>>>,
+    objects: HashMap<Arc<str>, KindObjects>,
     history: VecDeque<Arc<CacheEvent>>,
     /// Every event after this revision is in `history`.
     history_from: u64,
@@ -288,10 +283,10 @@ impl WatchCache {
                 prev,
             });
             for (id, w) in &st.watchers {
-                if let Some(t) = w.filter.translate(&event) {
-                    if w.tx.try_send((t, event.object.clone())).is_err() {
-                        slow.push(*id);
-                    }
+                if let Some(t) = w.filter.translate(&event)
+                    && w.tx.try_send((t, event.object.clone())).is_err()
+                {
+                    slow.push(*id);
                 }
             }
             st.history.push_back(event);
@@ -344,25 +339,24 @@ impl WatchCache {
         let mut out = Vec::new();
         let mut more = false;
         if let Some(map) = st.objects.get(&filter.kind) {
-            let iter: Box<dyn Iterator<Item = (&(String, String), &Arc<CachedObject>)>> =
-                match (continue_after, &filter.namespace) {
-                    (Some(after), _) => Box::new(
-                        map.range((
-                            std::ops::Bound::Excluded(after.clone()),
-                            std::ops::Bound::Unbounded,
-                        )),
-                    ),
-                    (None, Some(ns)) => Box::new(map.range((ns.clone(), String::new())..)),
-                    (None, None) => Box::new(map.iter()),
-                };
+            type Entries<'a> =
+                Box<dyn Iterator<Item = (&'a (String, String), &'a Arc<CachedObject>)> + 'a>;
+            let iter: Entries<'_> = match (continue_after, &filter.namespace) {
+                (Some(after), _) => Box::new(map.range((
+                    std::ops::Bound::Excluded(after.clone()),
+                    std::ops::Bound::Unbounded,
+                ))),
+                (None, Some(ns)) => Box::new(map.range((ns.clone(), String::new())..)),
+                (None, None) => Box::new(map.iter()),
+            };
             for ((ns, _), o) in iter {
-                if let Some(want) = &filter.namespace {
-                    if ns != want {
-                        if ns > want {
-                            break;
-                        }
-                        continue;
+                if let Some(want) = &filter.namespace
+                    && ns != want
+                {
+                    if ns > want {
+                        break;
                     }
+                    continue;
                 }
                 if filter.matches(o) {
                     if limit > 0 && out.len() == limit {

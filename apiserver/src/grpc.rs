@@ -38,7 +38,9 @@ impl GrpcApi {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        self.svc.authenticate(header).map_err(|s| status_to_grpc(&s))
+        self.svc
+            .authenticate(header)
+            .map_err(|s| status_to_grpc(&s))
     }
 
     fn check_size(&self, body: &[u8]) -> Result<(), tonic::Status> {
@@ -46,7 +48,10 @@ impl GrpcApi {
         if body.len() > limit {
             return Err(status_to_grpc(&Status::new(
                 Reason::RequestEntityTooLarge,
-                format!("the request body is {} bytes, larger than the limit of {limit} bytes", body.len()),
+                format!(
+                    "the request body is {} bytes, larger than the limit of {limit} bytes",
+                    body.len()
+                ),
             )));
         }
         Ok(())
@@ -111,7 +116,9 @@ impl api_server::Api for GrpcApi {
             ..Default::default()
         };
         let list = grpc(self.svc.list(&user, &t, &opts).await)?;
-        Ok(tonic::Response::new(proto::ListReply { list: list.to_vec() }))
+        Ok(tonic::Response::new(proto::ListReply {
+            list: list.to_vec(),
+        }))
     }
 
     async fn update(
@@ -135,7 +142,11 @@ impl api_server::Api for GrpcApi {
         if !r.patch_type.is_empty() && r.patch_type != drover_api::client::MERGE_PATCH {
             return Err(status_to_grpc(&Status::new(
                 Reason::UnsupportedMediaType,
-                format!("patch type {:?} is not supported: expected {}", r.patch_type, drover_api::client::MERGE_PATCH),
+                format!(
+                    "patch type {:?} is not supported: expected {}",
+                    r.patch_type,
+                    drover_api::client::MERGE_PATCH
+                ),
             )));
         }
         let t = target(r.target)?;
@@ -179,7 +190,7 @@ impl api_server::Api for GrpcApi {
         let api_version = resolved.info.api_version();
         let kind = resolved.info.kind.to_string();
         let bookmarks = opts.allow_bookmarks.then(|| {
-            let render: Box<dyn Fn(u64) -> Bytes + Send> =
+            let render: crate::watch::RenderBookmark =
                 Box::new(move |rev| bookmark_object(&api_version, &kind, rev));
             (self.svc.config.bookmark_interval, render)
         });

@@ -41,7 +41,11 @@ pub trait KindOps: Send + Sync {
     /// Decodes stored or submitted JSON into the typed object.
     fn decode(&self, json: &[u8]) -> Result<Arc<dyn ErasedObject>, Status>;
     /// Sets the resource version and encodes to JSON.
-    fn encode_with_rv(&self, obj: &dyn ErasedObject, rv: u64) -> Result<(Arc<dyn ErasedObject>, Bytes), Status>;
+    fn encode_with_rv(
+        &self,
+        obj: &dyn ErasedObject,
+        rv: u64,
+    ) -> Result<(Arc<dyn ErasedObject>, Bytes), Status>;
     /// Checks that every field of a field selector is selectable on this kind.
     fn check_fields(&self, selector: &FieldSelector) -> Result<(), Status>;
     fn prepare_create(&self, body: &[u8], namespace: &str, now: Time) -> Result<Prepared, Status>;

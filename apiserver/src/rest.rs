@@ -55,7 +55,12 @@ fn json_response(code: StatusCode, body: Bytes) -> Response {
 /// Parses `/api/v1/...` or `/apis/{group}/{version}/...`.
 pub fn parse_path(path: &str) -> Result<Target, Status> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let not_found = || Status::new(Reason::NotFound, format!("the server could not find the requested resource: {path}"));
+    let not_found = || {
+        Status::new(
+            Reason::NotFound,
+            format!("the server could not find the requested resource: {path}"),
+        )
+    };
     let (group, version, rest) = match segs.as_slice() {
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
@@ -66,7 +71,8 @@ pub fn parse_path(path: &str) -> Result<Target, Status> {
         api_version,
         ..Default::default()
     };
-    let is_namespaced_plural = |p: &str| find_kind_by_resource(group, p).is_some_and(|k| k.namespaced);
+    let is_namespaced_plural =
+        |p: &str| find_kind_by_resource(group, p).is_some_and(|k| k.namespaced);
     match rest {
         ["namespaces", ns, plural, tail @ ..] if is_namespaced_plural(plural) => {
             t.namespace = ns.to_string();
@@ -125,25 +131,31 @@ async fn read_body(svc: &ApiService, headers: &HeaderMap, body: Body) -> Result<
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        return Err(Status::bad_request(format!("the request body is not valid JSON: {e}")));
+        return Err(Status::bad_request(format!(
+            "the request body is not valid JSON: {e}"
+        )));
     }
     Err(Status::new(
         Reason::UnsupportedMediaType,
-        format!("content type {ctype:?} is not supported: expected application/json, application/yaml or application/merge-patch+json"),
+        format!(
+            "content type {ctype:?} is not supported: expected application/json, application/yaml or application/merge-patch+json"
+        ),
     ))
 }
 
 /// Converts one YAML document to JSON.
 pub fn yaml_to_json(bytes: &[u8]) -> Result<Bytes, Status> {
-    let v: serde_json::Value = yaml_serde::from_slice(bytes)
-        .map_err(|e| Status::bad_request(format!("the request body is not valid YAML or JSON: {e}")))?;
+    let v: serde_json::Value = yaml_serde::from_slice(bytes).map_err(|e| {
+        Status::bad_request(format!("the request body is not valid YAML or JSON: {e}"))
+    })?;
     serde_json::to_vec(&v)
         .map(Bytes::from)
         .map_err(|e| Status::internal(e.to_string()))
 }
 
 fn flag(q: &HashMap<String, String>, k: &str) -> bool {
-    q.get(k).is_some_and(|v| v == "true" || v == "1" || v.is_empty())
+    q.get(k)
+        .is_some_and(|v| v == "true" || v == "1" || v.is_empty())
 }
 
 async fn handle(
@@ -181,10 +193,12 @@ async fn handle_inner(
         resource_version: q.get("resourceVersion").cloned().unwrap_or_default(),
         allow_bookmarks: flag(&q, "allowWatchBookmarks"),
     };
-    if let Some(l) = q.get("limit") {
-        if l.parse::<u64>().is_err() {
-            return Err(Status::bad_request(format!("limit: {l:?} is not a non-negative integer")));
-        }
+    if let Some(l) = q.get("limit")
+        && l.parse::<u64>().is_err()
+    {
+        return Err(Status::bad_request(format!(
+            "limit: {l:?} is not a non-negative integer"
+        )));
     }
     match method {
         Method::GET if t.subresource == "log" => Err(Status::new(
@@ -198,7 +212,7 @@ async fn handle_inner(
             let api_version = r.info.api_version();
             let kind = r.info.kind.to_string();
             let bookmarks = opts.allow_bookmarks.then(|| {
-                let render: Box<dyn Fn(u64) -> Bytes + Send> =
+                let render: crate::watch::RenderBookmark =
                     Box::new(move |rev| bookmark_object(&api_version, &kind, rev));
                 (svc.config.bookmark_interval, render)
             });
@@ -218,39 +232,60 @@ async fn handle_inner(
             )
                 .into_response())
         }
-        Method::GET if t.name.is_empty() => {
-            Ok(json_response(StatusCode::OK, svc.list(&user, &t, &list_opts()).await?))
-        }
+        Method::GET if t.name.is_empty() => Ok(json_response(
+            StatusCode::OK,
+            svc.list(&user, &t, &list_opts()).await?,
+        )),
         Method::GET => Ok(json_response(StatusCode::OK, svc.get(&user, &t).await?)),
         Method::POST => {
             let body = read_body(svc, &headers, body).await?;
-            Ok(json_response(StatusCode::CREATED, svc.create(&user, &t, &body).await?))
+            Ok(json_response(
+                StatusCode::CREATED,
+                svc.create(&user, &t, &body).await?,
+            ))
         }
         Method::PUT => {
             let body = read_body(svc, &headers, body).await?;
-            Ok(json_response(StatusCode::OK, svc.update(&user, &t, &body).await?))
+            Ok(json_response(
+                StatusCode::OK,
+                svc.update(&user, &t, &body).await?,
+            ))
         }
         Method::PATCH => {
             let ctype = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            if !ctype.is_empty() && !ctype.starts_with("application/merge-patch+json") && !ctype.starts_with("application/json") {
+            if !ctype.is_empty()
+                && !ctype.starts_with("application/merge-patch+json")
+                && !ctype.starts_with("application/json")
+            {
                 return Err(Status::new(
                     Reason::UnsupportedMediaType,
-                    format!("patch type {ctype:?} is not supported: expected application/merge-patch+json"),
+                    format!(
+                        "patch type {ctype:?} is not supported: expected application/merge-patch+json"
+                    ),
                 ));
             }
             let limit = svc.max_body_bytes();
             let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
-                Status::new(Reason::RequestEntityTooLarge, format!("the request body is larger than the limit of {limit} bytes"))
+                Status::new(
+                    Reason::RequestEntityTooLarge,
+                    format!("the request body is larger than the limit of {limit} bytes"),
+                )
             })?;
-            Ok(json_response(StatusCode::OK, svc.patch(&user, &t, &body).await?))
+            Ok(json_response(
+                StatusCode::OK,
+                svc.patch(&user, &t, &body).await?,
+            ))
         }
         Method::DELETE => {
             let limit = svc.max_body_bytes();
             let raw = axum::body::to_bytes(body, limit).await.map_err(|_| {
-                Status::new(Reason::RequestEntityTooLarge, format!("the request body is larger than the limit of {limit} bytes"))
+                Status::new(
+                    Reason::RequestEntityTooLarge,
+                    format!("the request body is larger than the limit of {limit} bytes"),
+                )
             })?;
             let mut opts = DeleteOptions {
                 propagation_policy: q.get("propagationPolicy").cloned().unwrap_or_default(),
@@ -272,7 +307,11 @@ async fn handle_inner(
                     opts.grace_period_seconds = Some(g);
                 }
                 if let Some(pre) = v.get("preconditions") {
-                    opts.precondition_uid = pre.get("uid").and_then(|u| u.as_str()).unwrap_or_default().to_string();
+                    opts.precondition_uid = pre
+                        .get("uid")
+                        .and_then(|u| u.as_str())
+                        .unwrap_or_default()
+                        .to_string();
                     opts.precondition_resource_version = pre
                         .get("resourceVersion")
                         .and_then(|u| u.as_str())
@@ -280,9 +319,15 @@ async fn handle_inner(
                         .to_string();
                 }
             }
-            Ok(json_response(StatusCode::OK, svc.delete(&user, &t, &opts).await?))
+            Ok(json_response(
+                StatusCode::OK,
+                svc.delete(&user, &t, &opts).await?,
+            ))
         }
-        other => Err(Status::new(Reason::MethodNotAllowed, format!("method {other} is not supported"))),
+        other => Err(Status::new(
+            Reason::MethodNotAllowed,
+            format!("method {other} is not supported"),
+        )),
     }
 }
 
@@ -293,13 +338,34 @@ mod tests {
     #[test]
     fn paths_parse_like_kubernetes() {
         let t = parse_path("/api/v1/namespaces/ns1/pods/p1/status").unwrap();
-        assert_eq!((t.namespace.as_str(), t.resource.as_str(), t.name.as_str(), t.subresource.as_str()), ("ns1", "pods", "p1", "status"));
+        assert_eq!(
+            (
+                t.namespace.as_str(),
+                t.resource.as_str(),
+                t.name.as_str(),
+                t.subresource.as_str()
+            ),
+            ("ns1", "pods", "p1", "status")
+        );
         let t = parse_path("/api/v1/namespaces/ns1").unwrap();
-        assert_eq!((t.resource.as_str(), t.name.as_str()), ("namespaces", "ns1"));
+        assert_eq!(
+            (t.resource.as_str(), t.name.as_str()),
+            ("namespaces", "ns1")
+        );
         let t = parse_path("/api/v1/namespaces/ns1/status").unwrap();
-        assert_eq!((t.resource.as_str(), t.name.as_str(), t.subresource.as_str()), ("namespaces", "ns1", "status"));
+        assert_eq!(
+            (t.resource.as_str(), t.name.as_str(), t.subresource.as_str()),
+            ("namespaces", "ns1", "status")
+        );
         let t = parse_path("/apis/batch/v1/namespaces/a/jobs").unwrap();
-        assert_eq!((t.api_version.as_str(), t.namespace.as_str(), t.resource.as_str()), ("batch/v1", "a", "jobs"));
+        assert_eq!(
+            (
+                t.api_version.as_str(),
+                t.namespace.as_str(),
+                t.resource.as_str()
+            ),
+            ("batch/v1", "a", "jobs")
+        );
         let t = parse_path("/api/v1/nodes/n1").unwrap();
         assert_eq!((t.resource.as_str(), t.name.as_str()), ("nodes", "n1"));
         let t = parse_path("/api/v1/pods").unwrap();

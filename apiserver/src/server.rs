@@ -120,16 +120,19 @@ pub async fn start_with_store(
     };
     service.bootstrap().await.map_err(ServerError::Bootstrap)?;
 
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+    let addr = listener
+        .local_addr()
         .map_err(|source| ServerError::Listen {
             addr: config.listen,
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Listen {
-        addr: config.listen,
-        source,
-    })?;
     let grpc = GrpcApi::new(service.clone()).server(drover_api::client::MAX_MESSAGE_BYTES);
     let app = crate::rest::router(service.clone())
         .merge(tonic::service::Routes::new(grpc).into_axum_router());
@@ -153,7 +156,10 @@ pub async fn start_with_store(
 }
 
 /// Runs an API server until `shutdown` completes.
-pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let mut server = start(config).await?;
     tokio::select! {
         _ = shutdown => server.shutdown().await,

@@ -161,7 +161,9 @@ impl ApiService {
     fn get_cached(&self, r: &Resolved<'_>) -> Result<Arc<CachedObject>, Status> {
         self.cache
             .get(&r.kind, &r.namespace, &r.name)
-            .ok_or_else(|| Status::not_found(r.info.plural, &r.name).about(r.info.group, r.info.kind, &r.name))
+            .ok_or_else(|| {
+                Status::not_found(r.info.plural, &r.name).about(r.info.group, r.info.kind, &r.name)
+            })
     }
 
     fn need_name(r: &Resolved<'_>) -> Result<(), Status> {
@@ -333,7 +335,12 @@ impl ApiService {
     }
 
     /// Starts a watch.
-    pub async fn watch(&self, _user: &User, t: &Target, o: &ListOptions) -> Result<WatchStart, Status> {
+    pub async fn watch(
+        &self,
+        _user: &User,
+        t: &Target,
+        o: &ListOptions,
+    ) -> Result<WatchStart, Status> {
         let r = self.resolve(t)?;
         let filter = self.filter(&r, o)?;
         let from = match o.resource_version.as_str() {
@@ -350,7 +357,10 @@ impl ApiService {
                     {
                         return Err(Status::new(
                             Reason::Timeout,
-                            format!("too large resource version: {rv}, current: {}", self.cache.revision()),
+                            format!(
+                                "too large resource version: {rv}, current: {}",
+                                self.cache.revision()
+                            ),
                         ));
                     }
                 }
@@ -367,7 +377,12 @@ impl ApiService {
         let scope = match r.subresource.as_str() {
             "status" => UpdateScope::Status,
             "" => UpdateScope::Object,
-            _ => return Err(Status::new(Reason::MethodNotAllowed, "update of this subresource is not supported")),
+            _ => {
+                return Err(Status::new(
+                    Reason::MethodNotAllowed,
+                    "update of this subresource is not supported",
+                ));
+            }
         };
         let old = self.get_cached(&r)?;
         let p = r.ops.prepare_update(body, &old, scope)?;
@@ -402,7 +417,12 @@ impl ApiService {
         let scope = match r.subresource.as_str() {
             "status" => UpdateScope::Status,
             "" => UpdateScope::Object,
-            _ => return Err(Status::new(Reason::MethodNotAllowed, "patch of this subresource is not supported")),
+            _ => {
+                return Err(Status::new(
+                    Reason::MethodNotAllowed,
+                    "patch of this subresource is not supported",
+                ));
+            }
         };
         let patch: serde_json::Value = serde_json::from_slice(patch)
             .map_err(|e| Status::bad_request(format!("the patch is not valid JSON: {e}")))?;
@@ -433,12 +453,20 @@ impl ApiService {
     }
 
     /// Deletes an object, or marks it for deletion when finalizers (or a running pod) remain.
-    pub async fn delete(&self, _user: &User, t: &Target, o: &DeleteOptions) -> Result<Bytes, Status> {
+    pub async fn delete(
+        &self,
+        _user: &User,
+        t: &Target,
+        o: &DeleteOptions,
+    ) -> Result<Bytes, Status> {
         let r = self.resolve(t)?;
         Self::need_name(&r)?;
         Self::need_namespace(&r)?;
         if !r.subresource.is_empty() {
-            return Err(Status::new(Reason::MethodNotAllowed, "delete of a subresource is not supported"));
+            return Err(Status::new(
+                Reason::MethodNotAllowed,
+                "delete of a subresource is not supported",
+            ));
         }
         if r.info.kind == Namespace::KIND && SYSTEM_NAMESPACES.contains(&r.name.as_str()) {
             return Err(Status::forbidden(format!(
@@ -456,35 +484,45 @@ impl ApiService {
                 )));
             }
         };
-        if let Some(g) = o.grace_period_seconds {
-            if g < 0 {
-                return Err(Status::bad_request(format!(
-                    "gracePeriodSeconds: {g}: expected a non-negative number"
-                )));
-            }
+        if let Some(g) = o.grace_period_seconds
+            && g < 0
+        {
+            return Err(Status::bad_request(format!(
+                "gracePeriodSeconds: {g}: expected a non-negative number"
+            )));
         }
         for _ in 0..PATCH_RETRIES {
             let old = self.get_cached(&r)?;
             let meta = old.object.meta();
             if !o.precondition_uid.is_empty() && o.precondition_uid != meta.uid {
-                return Err(Status::conflict(r.info.plural, &r.name, &format!(
-                    "precondition failed: uid in precondition: {}, uid in object: {}",
-                    o.precondition_uid, meta.uid
-                )));
+                return Err(Status::conflict(
+                    r.info.plural,
+                    &r.name,
+                    &format!(
+                        "precondition failed: uid in precondition: {}, uid in object: {}",
+                        o.precondition_uid, meta.uid
+                    ),
+                ));
             }
             if !o.precondition_resource_version.is_empty()
                 && o.precondition_resource_version != old.rv.to_string()
             {
-                return Err(Status::conflict(r.info.plural, &r.name, &format!(
-                    "precondition failed: resourceVersion in precondition: {}, resourceVersion in object: {}",
-                    o.precondition_resource_version, old.rv
-                )));
+                return Err(Status::conflict(
+                    r.info.plural,
+                    &r.name,
+                    &format!(
+                        "precondition failed: resourceVersion in precondition: {}, resourceVersion in object: {}",
+                        o.precondition_resource_version, old.rv
+                    ),
+                ));
             }
             let graceful = finalizer.is_some()
                 || r.info.kind == Namespace::KIND
                 || r.ops.deletion_is_graceful(&old, o.grace_period_seconds)?;
             let result = if graceful {
-                let p = r.ops.prepare_mark_deleted(&old, now(), o.grace_period_seconds, finalizer)?;
+                let p =
+                    r.ops
+                        .prepare_mark_deleted(&old, now(), o.grace_period_seconds, finalizer)?;
                 self.finish_update(&r, &old, p).await?
             } else {
                 self.remove(&old).await?
@@ -499,7 +537,11 @@ impl ApiService {
                 Err(()) => continue,
             }
         }
-        Err(Status::conflict(r.info.plural, &r.name, "the object kept changing; try again"))
+        Err(Status::conflict(
+            r.info.plural,
+            &r.name,
+            "the object kept changing; try again",
+        ))
     }
 
     /// Removes an object from the store, comparing on the revision read.
@@ -511,7 +553,9 @@ impl ApiService {
                     key: old.key.clone(),
                     revision: old.rv,
                 }],
-                ops: vec![Op::Delete { key: old.key.clone() }],
+                ops: vec![Op::Delete {
+                    key: old.key.clone(),
+                }],
             })
             .await
             .map_err(store_err)?;
@@ -536,7 +580,9 @@ impl ApiService {
         for obj in self.cache.in_namespace(namespace) {
             let txn = Txn {
                 compares: vec![],
-                ops: vec![Op::Delete { key: obj.key.clone() }],
+                ops: vec![Op::Delete {
+                    key: obj.key.clone(),
+                }],
             };
             self.store.txn(txn).await.map_err(store_err)?;
         }
@@ -557,9 +603,8 @@ impl ApiService {
     /// `pods/{name}/binding`: assigns the pod to a node and devices.
     async fn bind(&self, r: &Resolved<'_>, body: &[u8]) -> Result<Bytes, Status> {
         Self::need_name(r)?;
-        let binding: Binding = serde_json::from_slice(body).map_err(|e| {
-            Status::bad_request(format!("cannot decode Binding: {e}"))
-        })?;
+        let binding: Binding = serde_json::from_slice(body)
+            .map_err(|e| Status::bad_request(format!("cannot decode Binding: {e}")))?;
         if !binding.metadata.name.is_empty() && binding.metadata.name != r.name {
             return Err(Status::bad_request(format!(
                 "metadata.name {:?} does not match the pod on the request ({:?})",
@@ -570,13 +615,21 @@ impl ApiService {
             .validate()
             .map_err(|e| Status::invalid("Binding", &r.name, &e))?;
         let node_kind = kind_id("", drover_api::core::Node::PLURAL);
-        if self.cache.get(&node_kind, "", &binding.target.name).is_none() {
+        if self
+            .cache
+            .get(&node_kind, "", &binding.target.name)
+            .is_none()
+        {
             return Err(Status::not_found("nodes", &binding.target.name));
         }
         let old = self.get_cached(r)?;
         let pod: &Pod = downcast(&*old.object)?;
         if pod.meta().deletion_timestamp.is_some() {
-            return Err(Status::conflict("pods", &r.name, "the pod is being deleted"));
+            return Err(Status::conflict(
+                "pods",
+                &r.name,
+                "the pod is being deleted",
+            ));
         }
         let mut new = pod.clone();
         binding.apply_to(&mut new).map_err(|e| {
@@ -600,7 +653,11 @@ impl ApiService {
             finalize_delete: false,
         };
         self.put(r, &p, old.rv).await?.map_err(|()| {
-            Status::conflict("pods", &r.name, "the pod changed while it was being bound; try again")
+            Status::conflict(
+                "pods",
+                &r.name,
+                "the pod changed while it was being bound; try again",
+            )
         })
     }
 
@@ -616,7 +673,8 @@ impl ApiService {
                 resource: "namespaces".into(),
                 ..Default::default()
             };
-            let body = serde_json::to_vec(&Namespace::new(*ns)).map_err(|e| Status::internal(e.to_string()))?;
+            let body = serde_json::to_vec(&Namespace::new(*ns))
+                .map_err(|e| Status::internal(e.to_string()))?;
             match self.create(&user, &t, &body).await {
                 Ok(_) => {}
                 Err(e) if e.reason == Reason::AlreadyExists => {}

@@ -26,11 +26,14 @@ impl Drop for Unwatch {
     }
 }
 
+/// Renders the bookmark object for a revision.
+pub type RenderBookmark = Box<dyn Fn(u64) -> Bytes + Send>;
+
 /// The frames of a watch. `bookmark` renders a bookmark object for a revision.
 pub fn frames(
     cache: WatchCache,
     start: WatchStart,
-    bookmarks: Option<(Duration, Box<dyn Fn(u64) -> Bytes + Send>)>,
+    bookmarks: Option<(Duration, RenderBookmark)>,
 ) -> impl Stream<Item = Frame> + Send + 'static {
     async_stream::stream! {
         let WatchStart { initial, mut rx, id } = start;
@@ -57,11 +60,11 @@ pub fn frames(
                             None => break,
                         },
                         _ = tick.tick() => {
-                            if let Some(rev) = cache.bookmark_revision(&rx) {
-                                if rev > last_bookmark {
-                                    last_bookmark = rev;
-                                    yield Frame { event_type: "BOOKMARK", object: render(rev) };
-                                }
+                            if let Some(rev) = cache.bookmark_revision(&rx)
+                                && rev > last_bookmark
+                            {
+                                last_bookmark = rev;
+                                yield Frame { event_type: "BOOKMARK", object: render(rev) };
                             }
                         }
                     }

@@ -231,10 +231,10 @@ pub fn prepare_mark_deleted<T: Resource>(
             (_, new) => new,
         };
     }
-    if let Some(f) = finalizer {
-        if !meta.finalizers.iter().any(|x| x == f) {
-            meta.finalizers.push(f.to_string());
-        }
+    if let Some(f) = finalizer
+        && !meta.finalizers.iter().any(|x| x == f)
+    {
+        meta.finalizers.push(f.to_string());
     }
     encode(&mut obj, false)
 }

@@ -184,12 +184,15 @@ impl<T: Resource> Cache<T> {
     }
 }
 
+/// A callback told of every change.
+type Handler<T> = Box<dyn Fn(&Change<T>) + Send + Sync>;
+
 /// Keeps a [`Cache`] of one kind current and tells handlers what changed.
 pub struct Informer<T: Resource> {
     api: Api<T>,
     params: ListParams,
     cache: Cache<T>,
-    handlers: Vec<Box<dyn Fn(&Change<T>) + Send + Sync>>,
+    handlers: Vec<Handler<T>>,
     initial_backoff: Duration,
     max_backoff: Duration,
 }
@@ -291,7 +294,7 @@ impl<T: Resource> Informer<T> {
         let stream = match self.api.watch(&self.params, rv).await {
             Ok(s) => s,
             Err(e) if e.reason() == Some(Reason::Expired) => return WatchEnd::Expired,
-            Err(e) => return WatchEnd::Failed(e),
+            Err(e) => return WatchEnd::Failed(Box::new(e)),
         };
         tokio::pin!(stream);
         while let Some(item) = stream.next().await {
@@ -300,7 +303,7 @@ impl<T: Resource> Informer<T> {
                 Ok(WatchEvent::Error(s)) if s.reason == Reason::Expired => {
                     return WatchEnd::Expired;
                 }
-                Ok(WatchEvent::Error(s)) => return WatchEnd::Failed(ClientError::Api(s)),
+                Ok(WatchEvent::Error(s)) => return WatchEnd::Failed(Box::new(ClientError::Api(s))),
                 Ok(event) => {
                     if let WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) =
                         &event
@@ -312,7 +315,7 @@ impl<T: Resource> Informer<T> {
                     }
                 }
                 Err(e) if e.reason() == Some(Reason::Expired) => return WatchEnd::Expired,
-                Err(e) => return WatchEnd::Failed(e),
+                Err(e) => return WatchEnd::Failed(Box::new(e)),
             }
         }
         WatchEnd::Closed
@@ -322,5 +325,5 @@ impl<T: Resource> Informer<T> {
 enum WatchEnd {
     Expired,
     Closed,
-    Failed(ClientError),
+    Failed(Box<ClientError>),
 }

@@ -156,7 +156,11 @@ impl Client {
             object,
         });
         let reply = self.grpc.clone().create(req).await;
-        Ok(reply.map_err(|e| self.map_err(e))?.into_inner().object.into())
+        Ok(reply
+            .map_err(|e| self.map_err(e))?
+            .into_inner()
+            .object
+            .into())
     }
 
     pub async fn get_raw(&self, target: proto::Target) -> Result<Bytes, ClientError> {
@@ -164,7 +168,11 @@ impl Client {
             target: Some(target),
         });
         let reply = self.grpc.clone().get(req).await;
-        Ok(reply.map_err(|e| self.map_err(e))?.into_inner().object.into())
+        Ok(reply
+            .map_err(|e| self.map_err(e))?
+            .into_inner()
+            .object
+            .into())
     }
 
     pub async fn list_raw(
@@ -193,7 +201,11 @@ impl Client {
             object,
         });
         let reply = self.grpc.clone().update(req).await;
-        Ok(reply.map_err(|e| self.map_err(e))?.into_inner().object.into())
+        Ok(reply
+            .map_err(|e| self.map_err(e))?
+            .into_inner()
+            .object
+            .into())
     }
 
     pub async fn patch_raw(
@@ -207,7 +219,11 @@ impl Client {
             patch_type: MERGE_PATCH.into(),
         });
         let reply = self.grpc.clone().patch(req).await;
-        Ok(reply.map_err(|e| self.map_err(e))?.into_inner().object.into())
+        Ok(reply
+            .map_err(|e| self.map_err(e))?
+            .into_inner()
+            .object
+            .into())
     }
 
     /// Deletes an object; returns it as JSON (marked for deletion, or as it was when removed).
@@ -227,7 +243,11 @@ impl Client {
             grace_period_seconds: params.grace_period_seconds,
         });
         let reply = self.grpc.clone().delete(req).await;
-        Ok(reply.map_err(|e| self.map_err(e))?.into_inner().object.into())
+        Ok(reply
+            .map_err(|e| self.map_err(e))?
+            .into_inner()
+            .object
+            .into())
     }
 
     /// Watches a collection; yields raw events in order.
@@ -317,9 +337,7 @@ pub fn status_to_grpc(status: &Status) -> tonic::Status {
         Reason::AlreadyExists => tonic::Code::AlreadyExists,
         Reason::Conflict => tonic::Code::Aborted,
         Reason::Expired | Reason::Gone => tonic::Code::OutOfRange,
-        Reason::RequestEntityTooLarge | Reason::TooManyRequests => {
-            tonic::Code::ResourceExhausted
-        }
+        Reason::RequestEntityTooLarge | Reason::TooManyRequests => tonic::Code::ResourceExhausted,
         Reason::MethodNotAllowed | Reason::NotAcceptable => tonic::Code::Unimplemented,
         Reason::Timeout => tonic::Code::DeadlineExceeded,
         Reason::ServiceUnavailable => tonic::Code::Unavailable,
@@ -332,10 +350,10 @@ pub fn status_to_grpc(status: &Status) -> tonic::Status {
 /// Decodes a gRPC status into a [`ClientError`]: the structured [`Status`] when the server sent
 /// one, otherwise a transport-level error.
 pub fn status_to_error(server: &str, status: tonic::Status) -> ClientError {
-    if !status.details().is_empty() {
-        if let Ok(s) = serde_json::from_slice::<Status>(status.details()) {
-            return ClientError::Api(s);
-        }
+    if !status.details().is_empty()
+        && let Ok(s) = serde_json::from_slice::<Status>(status.details())
+    {
+        return ClientError::Api(s);
     }
     let reason = match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {

@@ -120,7 +120,10 @@ impl<T: Resource> Api<T> {
 
     pub async fn create(&self, obj: &T) -> Result<T, ClientError> {
         let body = Self::encode(&Self::with_type_meta(obj))?;
-        let out = self.client.create_raw(self.target_of(obj, ""), body).await?;
+        let out = self
+            .client
+            .create_raw(self.target_of(obj, ""), body)
+            .await?;
         Ok(serde_json::from_slice(&out)?)
     }
 
@@ -146,7 +149,10 @@ impl<T: Resource> Api<T> {
     /// Replaces the object; fails with Conflict when its resourceVersion is stale.
     pub async fn update(&self, obj: &T) -> Result<T, ClientError> {
         let body = Self::encode(&Self::with_type_meta(obj))?;
-        let out = self.client.update_raw(self.target_of(obj, ""), body).await?;
+        let out = self
+            .client
+            .update_raw(self.target_of(obj, ""), body)
+            .await?;
         Ok(serde_json::from_slice(&out)?)
     }
 
