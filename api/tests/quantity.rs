@@ -199,3 +199,17 @@ fn extended_resources() {
         assert!(!is_extended_resource(name), "{name}");
     }
 }
+
+proptest::proptest! {
+    /// Whatever a quantity prints parses back to the same value, in every notation.
+    #[test]
+    fn printing_round_trips(milli in -10i64.pow(15)..10i64.pow(15), bytes in 0i64..(1 << 50)) {
+        let d = Quantity::from_milli(milli);
+        proptest::prop_assert_eq!(Quantity::parse(&d.to_string()).ok(), Some(d));
+        let b = Quantity::from_bytes_binary(bytes);
+        proptest::prop_assert_eq!(Quantity::parse(&b.to_string()).ok(), Some(b));
+        let e = Quantity::parse(&format!("{milli}e-3")).expect("exponent form");
+        proptest::prop_assert_eq!(e.milli(), milli);
+        proptest::prop_assert_eq!(Quantity::parse(&e.to_string()).ok(), Some(e));
+    }
+}

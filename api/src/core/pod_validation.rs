@@ -4,10 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use crate::core::affinity::{
-    NodeSelectorTerm, PodAffinity, PodAffinityTerm, node_operator, taint_effect,
-    toleration_operator, unsatisfiable_action,
-};
 use crate::core::container::{Container, pull_policy};
 use crate::core::pod::{pod_phase, preemption_policy, restart_policy};
 use crate::core::{Pod, PodSpec};
@@ -15,8 +11,8 @@ use crate::error::{FieldError, FieldErrorKind, FieldErrors};
 use crate::quantity::{ResourceList, is_extended_resource};
 use crate::scheduling::HIGHEST_PRIORITY;
 use crate::validation::{
-    QUALIFIED_NAME_EXPECTED, check_enum, check_label, check_min, check_positive, check_subdomain,
-    is_dns1123_label, is_env_var_name, is_qualified_name, validate_labels,
+    check_enum, check_label, check_min, check_positive, check_subdomain, is_dns1123_label,
+    is_env_var_name, is_qualified_name, validate_labels,
 };
 
 /// Resource names without a domain that Kubernetes knows.
@@ -130,9 +126,7 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> FieldErrors {
         &format!("{path}.serviceAccountName"),
         &spec.service_account_name,
     );
-    validate_tolerations(spec, path, &mut errs);
-    validate_affinity(spec, path, &mut errs);
-    validate_spread(spec, path, &mut errs);
+    super::affinity::validate_placement(spec, path, &mut errs);
     errs.extend(validate_device_assignments(spec, path));
     if spec.rootfs.as_deref().is_some_and(|r| !r.starts_with('/')) {
         errs.push(FieldError::invalid(
@@ -315,243 +309,6 @@ pub fn validate_resource_list(list: &ResourceList, path: &str) -> FieldErrors {
         }
     }
     errs
-}
-
-fn validate_tolerations(spec: &PodSpec, path: &str, errs: &mut FieldErrors) {
-    for (i, t) in spec.tolerations.iter().enumerate() {
-        let p = format!("{path}.tolerations[{i}]");
-        if !t.key.is_empty() && !is_qualified_name(&t.key) {
-            errs.push(FieldError::invalid(
-                format!("{p}.key"),
-                format!("{:?}: {QUALIFIED_NAME_EXPECTED}", t.key),
-            ));
-        }
-        check_enum(
-            errs,
-            &format!("{p}.operator"),
-            &t.operator,
-            toleration_operator::ALL,
-            true,
-        );
-        if t.key.is_empty() && t.operator != toleration_operator::EXISTS {
-            errs.push(FieldError::invalid(
-                format!("{p}.operator"),
-                format!(
-                    "{:?}: expected Exists when the key is empty (to tolerate every taint)",
-                    t.operator
-                ),
-            ));
-        }
-        if t.operator == toleration_operator::EXISTS && !t.value.is_empty() {
-            errs.push(FieldError::invalid(
-                format!("{p}.value"),
-                format!("{:?}: expected no value with operator Exists", t.value),
-            ));
-        }
-        check_enum(
-            errs,
-            &format!("{p}.effect"),
-            &t.effect,
-            taint_effect::ALL,
-            true,
-        );
-        if t.toleration_seconds.is_some() && t.effect != taint_effect::NO_EXECUTE {
-            errs.push(FieldError::invalid(
-                format!("{p}.effect"),
-                format!(
-                    "{:?}: expected NoExecute when tolerationSeconds is set",
-                    t.effect
-                ),
-            ));
-        }
-    }
-}
-
-fn validate_affinity(spec: &PodSpec, path: &str, errs: &mut FieldErrors) {
-    let Some(a) = &spec.affinity else { return };
-    let p = format!("{path}.affinity");
-    if let Some(na) = &a.node_affinity {
-        let np = format!("{p}.nodeAffinity");
-        if let Some(req) = &na.required_during_scheduling_ignored_during_execution {
-            let rp = format!("{np}.requiredDuringSchedulingIgnoredDuringExecution");
-            if req.node_selector_terms.is_empty() {
-                errs.push(FieldError::required(
-                    format!("{rp}.nodeSelectorTerms"),
-                    "expected at least one node selector term",
-                ));
-            }
-            for (i, t) in req.node_selector_terms.iter().enumerate() {
-                validate_node_term(t, &format!("{rp}.nodeSelectorTerms[{i}]"), errs);
-            }
-        }
-        for (i, t) in na
-            .preferred_during_scheduling_ignored_during_execution
-            .iter()
-            .enumerate()
-        {
-            let tp = format!("{np}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
-            check_weight(errs, &tp, t.weight);
-            validate_node_term(&t.preference, &format!("{tp}.preference"), errs);
-        }
-    }
-    for (pa, name) in [
-        (&a.pod_affinity, "podAffinity"),
-        (&a.pod_anti_affinity, "podAntiAffinity"),
-    ] {
-        if let Some(pa) = pa {
-            validate_pod_affinity(pa, &format!("{p}.{name}"), errs);
-        }
-    }
-}
-
-fn check_weight(errs: &mut FieldErrors, path: &str, weight: i32) {
-    if !(1..=100).contains(&weight) {
-        errs.push(FieldError::invalid(
-            format!("{path}.weight"),
-            format!("{weight}: expected a weight between 1 and 100"),
-        ));
-    }
-}
-
-fn validate_node_term(t: &NodeSelectorTerm, p: &str, errs: &mut FieldErrors) {
-    for (list, field) in [
-        (&t.match_expressions, "matchExpressions"),
-        (&t.match_fields, "matchFields"),
-    ] {
-        for (i, r) in list.iter().enumerate() {
-            let rp = format!("{p}.{field}[{i}]");
-            if field == "matchFields" && r.key != "metadata.name" {
-                errs.push(FieldError::not_supported(
-                    format!("{rp}.key"),
-                    format!("{:?}: expected metadata.name", r.key),
-                ));
-            } else if field == "matchExpressions" && !is_qualified_name(&r.key) {
-                errs.push(FieldError::invalid(
-                    format!("{rp}.key"),
-                    format!("{:?}: {QUALIFIED_NAME_EXPECTED}", r.key),
-                ));
-            }
-            let n = r.values.len();
-            let vp = format!("{rp}.values");
-            match r.operator.as_str() {
-                node_operator::IN | node_operator::NOT_IN if n == 0 => {
-                    errs.push(FieldError::required(
-                        vp,
-                        format!("expected at least one value with operator {}", r.operator),
-                    ))
-                }
-                node_operator::EXISTS | node_operator::DOES_NOT_EXIST if n > 0 => {
-                    errs.push(FieldError::forbidden(
-                        vp,
-                        format!("expected no values with operator {}", r.operator),
-                    ))
-                }
-                node_operator::GT | node_operator::LT
-                    if n != 1 || r.values[0].parse::<i64>().is_err() =>
-                {
-                    errs.push(FieldError::invalid(
-                        vp,
-                        format!(
-                            "{:?}: expected exactly one integer value with operator {}",
-                            r.values, r.operator
-                        ),
-                    ))
-                }
-                op if node_operator::ALL.contains(&op) => {}
-                op => errs.push(FieldError::not_supported(
-                    format!("{rp}.operator"),
-                    format!("{op:?}: expected one of In, NotIn, Exists, DoesNotExist, Gt, Lt"),
-                )),
-            }
-        }
-    }
-}
-
-fn validate_pod_affinity(pa: &PodAffinity, p: &str, errs: &mut FieldErrors) {
-    for (i, t) in pa
-        .required_during_scheduling_ignored_during_execution
-        .iter()
-        .enumerate()
-    {
-        validate_affinity_term(
-            t,
-            &format!("{p}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
-            errs,
-        );
-    }
-    for (i, w) in pa
-        .preferred_during_scheduling_ignored_during_execution
-        .iter()
-        .enumerate()
-    {
-        let wp = format!("{p}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
-        check_weight(errs, &wp, w.weight);
-        validate_affinity_term(&w.pod_affinity_term, &format!("{wp}.podAffinityTerm"), errs);
-    }
-}
-
-fn validate_affinity_term(t: &PodAffinityTerm, p: &str, errs: &mut FieldErrors) {
-    if t.topology_key.is_empty() {
-        errs.push(FieldError::required(
-            format!("{p}.topologyKey"),
-            "expected a node label key such as kubernetes.io/hostname",
-        ));
-    } else if !is_qualified_name(&t.topology_key) {
-        errs.push(FieldError::invalid(
-            format!("{p}.topologyKey"),
-            format!("{:?}: {QUALIFIED_NAME_EXPECTED}", t.topology_key),
-        ));
-    }
-    if let Some(s) = &t.label_selector {
-        errs.extend(s.validate(&format!("{p}.labelSelector")));
-    }
-    if let Some(s) = &t.namespace_selector {
-        errs.extend(s.validate(&format!("{p}.namespaceSelector")));
-    }
-    for (i, ns) in t.namespaces.iter().enumerate() {
-        check_label(errs, &format!("{p}.namespaces[{i}]"), ns);
-    }
-}
-
-fn validate_spread(spec: &PodSpec, path: &str, errs: &mut FieldErrors) {
-    for (i, c) in spec.topology_spread_constraints.iter().enumerate() {
-        let p = format!("{path}.topologySpreadConstraints[{i}]");
-        if c.max_skew <= 0 {
-            errs.push(FieldError::invalid(
-                format!("{p}.maxSkew"),
-                format!("{}: expected a number greater than 0", c.max_skew),
-            ));
-        }
-        if c.topology_key.is_empty() {
-            errs.push(FieldError::required(
-                format!("{p}.topologyKey"),
-                "expected a node label key such as topology.kubernetes.io/zone",
-            ));
-        } else if !is_qualified_name(&c.topology_key) {
-            errs.push(FieldError::invalid(
-                format!("{p}.topologyKey"),
-                format!("{:?}: {QUALIFIED_NAME_EXPECTED}", c.topology_key),
-            ));
-        }
-        check_enum(
-            errs,
-            &format!("{p}.whenUnsatisfiable"),
-            &c.when_unsatisfiable,
-            unsatisfiable_action::ALL,
-            false,
-        );
-        check_positive(errs, &format!("{p}.minDomains"), c.min_domains);
-        if c.min_domains.is_some() && c.when_unsatisfiable != unsatisfiable_action::DO_NOT_SCHEDULE
-        {
-            errs.push(FieldError::invalid(
-                format!("{p}.minDomains"),
-                "expected minDomains only with whenUnsatisfiable DoNotSchedule",
-            ));
-        }
-        if let Some(s) = &c.label_selector {
-            errs.extend(s.validate(&format!("{p}.labelSelector")));
-        }
-    }
 }
 
 /// Checks `deviceAssignments` against the spec's containers: each names a container of the
