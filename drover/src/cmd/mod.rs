@@ -5,6 +5,8 @@ pub mod delete;
 pub mod describe;
 pub mod get;
 pub mod logs;
+pub mod manifest;
+pub mod printers;
 pub mod up;
 
 use std::path::PathBuf;
@@ -72,4 +74,25 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         Some(_) => 2,
         None => 1,
     }
+}
+
+/// Resolves a kind as a user typed it (`po`, `pods`, `jobs.batch`, `pg`), or says which exist.
+pub fn kind_arg(name: &str) -> anyhow::Result<drover_api::resource::KindInfo> {
+    drover_api::resource::find_kind(name).ok_or_else(|| {
+        let known: Vec<&str> = drover_api::resource::all_kinds()
+            .iter()
+            .map(|k| k.plural)
+            .collect();
+        anyhow::anyhow!(
+            "the server doesn't have a resource type {name:?}: expected one of {}",
+            known.join(", ")
+        )
+    })
+}
+
+/// The namespace a command works in: `-n`, else `default`.
+pub fn namespace_or_default(ns: Option<&str>) -> String {
+    ns.filter(|n| !n.is_empty())
+        .unwrap_or(manifest::DEFAULT_NAMESPACE)
+        .to_string()
 }
