@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use drover_api::error::{FieldError, FieldErrors};
+use drover_api::error::FieldError;
 use drover_api::resource::{KindInfo, KindVisitor, visit_kinds};
 use drover_api::selector::{FieldSelector, field_of};
 use drover_api::{ObjectMeta, Resource, Status, Time};
@@ -86,14 +86,12 @@ pub fn decode_typed<T: Resource>(json: &[u8]) -> Result<T, Status> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let mut errs = FieldErrors::new();
-        let field = if path == "." { String::new() } else { path };
         let message = clean_serde_message(&inner.to_string());
-        if field.is_empty() {
+        // Malformed JSON is a bad request; well-formed JSON with a wrong field is invalid.
+        if inner.classify() != serde_json::error::Category::Data || path == "." || path == "?" {
             return Status::bad_request(format!("cannot decode {}: {message}", T::KIND));
         }
-        errs.push(FieldError::invalid(field, message));
-        Status::invalid(T::KIND, "", &errs)
+        Status::invalid(T::KIND, "", &FieldError::invalid(path, message).into())
     })
 }
 

@@ -43,7 +43,6 @@ pub enum ServerError {
 }
 
 /// A running API server.
-#[derive(Debug)]
 pub struct RunningServer {
     /// Where it listens (the real port when asked for port 0).
     pub addr: SocketAddr,
@@ -52,6 +51,17 @@ pub struct RunningServer {
     pub service: ApiService,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
+    /// Background tasks (cache feed, compaction), stopped at shutdown.
+    background: Vec<tokio::task::JoinHandle<()>>,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunningServer {
@@ -65,10 +75,16 @@ impl RunningServer {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        match self.task.await {
+        let served = match (&mut self.task).await {
             Ok(r) => r,
             Err(e) => Err(ServerError::Serve(std::io::Error::other(e))),
+        };
+        for t in self.background.drain(..) {
+            t.abort();
+            let _ = t.await;
         }
+        self.store.close().await;
+        served
     }
 
     /// Waits until the server stops by itself (it only does on error).
@@ -108,11 +124,13 @@ pub async fn start_with_store(
     let all = store.range(&root, &prefix_end(&root), 0).await?;
     cache.load(&all.kvs, all.revision);
     let feed = store.watch(all.revision).await?;
-    tokio::spawn(follow(store.clone(), cache.clone(), feed));
-    tokio::spawn(compact_periodically(store.clone(), config.clone()));
+    let background = vec![
+        tokio::spawn(follow(store.clone(), cache.clone(), feed)),
+        tokio::spawn(compact_periodically(store.clone(), config.clone())),
+    ];
 
     let service = ApiService {
-        store,
+        store: store.clone(),
         cache,
         kinds,
         auth: auth.clone(),
@@ -152,6 +170,8 @@ pub async fn start_with_store(
         service,
         stop: Some(stop_tx),
         task,
+        background,
+        store,
     })
 }
 

@@ -120,10 +120,10 @@ impl<T: Resource> Api<T> {
 
     pub async fn create(&self, obj: &T) -> Result<T, ClientError> {
         let body = Self::encode(&Self::with_type_meta(obj))?;
-        let out = self
-            .client
-            .create_raw(self.target_of(obj, ""), body)
-            .await?;
+        let mut target = self.target_of(obj, "");
+        // A create goes to the collection; the name travels in the body.
+        target.name.clear();
+        let out = self.client.create_raw(target, body).await?;
         Ok(serde_json::from_slice(&out)?)
     }
 

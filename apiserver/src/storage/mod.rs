@@ -166,6 +166,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The revision at and before which history has been compacted (0: nothing compacted).
     async fn compacted_revision(&self) -> Result<Revision, StoreError>;
+
+    /// Finishes pending writes and releases the backend (files, connections), so the same data
+    /// can be opened again at once. Calls after this fail with [`StoreError::Closed`].
+    async fn close(&self) {}
 }
 
 /// The smallest key greater than every key with `prefix`: the end of a prefix range.
