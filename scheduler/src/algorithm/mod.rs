@@ -1,0 +1,15 @@
+//! The decision: one pod ([`schedule_one`]), a gang ([`gang`]), a batch of gangs behind the
+//! [`planner::BatchPlanner`] trait, preemption, and the why-pending diagnosis. Everything here
+//! is pure: it reads a snapshot and returns a plan; it never calls the API.
+
+pub mod diagnosis;
+pub mod gang;
+pub mod planner;
+pub mod preemption;
+pub mod schedule_one;
+
+pub use diagnosis::Diagnosis;
+pub use gang::{GangRequest, TopologyRule, place_gang};
+pub use planner::{BatchPlanner, GreedyPlanner, PlanOutcome, PlannerError};
+pub use preemption::{PreemptionPlan, Preemptor, find_victims};
+pub use schedule_one::schedule_pod;

@@ -1,0 +1,70 @@
+//! Per-cycle scratch state, looked up by type: a plugin stores what its pre-filter computed
+//! (counts by topology domain, the gang's progress) under its own type, so no two plugins can
+//! collide on a string key and no lookup needs a downcast that can fail by typo.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+
+/// A typemap for one scheduling cycle.
+#[derive(Default)]
+pub struct CycleState {
+    map: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for CycleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CycleState")
+            .field("entries", &self.map.len())
+            .finish()
+    }
+}
+
+impl CycleState {
+    pub fn new() -> CycleState {
+        CycleState::default()
+    }
+
+    /// Stores a value, replacing the previous value of the same type.
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
+        self.map.insert(TypeId::of::<T>(), Box::new(value));
+    }
+
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.map.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+
+    pub fn get_mut<T: Any + Send + Sync>(&mut self) -> Option<&mut T> {
+        self.map.get_mut(&TypeId::of::<T>())?.downcast_mut()
+    }
+
+    pub fn remove<T: Any + Send + Sync>(&mut self) -> Option<T> {
+        self.map
+            .remove(&TypeId::of::<T>())
+            .and_then(|b| b.downcast().ok())
+            .map(|b| *b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Counts(u32);
+    #[derive(Debug, PartialEq)]
+    struct Other(u32);
+
+    #[test]
+    fn values_are_found_by_type() {
+        let mut s = CycleState::new();
+        s.insert(Counts(1));
+        s.insert(Other(2));
+        assert_eq!(s.get::<Counts>(), Some(&Counts(1)));
+        if let Some(c) = s.get_mut::<Counts>() {
+            c.0 = 5;
+        }
+        assert_eq!(s.remove::<Counts>(), Some(Counts(5)));
+        assert_eq!(s.get::<Counts>(), None);
+        assert_eq!(s.get::<Other>(), Some(&Other(2)));
+    }
+}

@@ -1,0 +1,284 @@
+//! GpuTopology: chooses *which* devices a pod gets. Filter: enough healthy devices that a set
+//! can be chosen. Score: how well connected the best set is (NVSwitch/NVLink over PCIe, one NUMA
+//! node). Reserve: writes the chosen device ids into the placement. Unhealthy devices are never
+//! chosen; a GPU share goes to the partly used device it fits best, never past one device.
+
+use std::sync::Arc;
+
+use drover_api::core::DeviceAssignment;
+
+use crate::cache::topology::bits;
+use crate::cache::{NodeInfo, Placement, PodInfo};
+use crate::framework::{
+    CycleState, Filter, Plugin, PluginError, RegistryError, Reserve, Score, Status,
+};
+use crate::resources::{GPU_RESOURCE, GPU_SHARE_RESOURCE};
+
+pub const NAME: &str = "GpuTopology";
+pub const REASON: &str = "insufficient healthy devices";
+
+#[derive(Debug, Default)]
+pub struct GpuTopology;
+
+pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
+    Ok(Arc::new(GpuTopology))
+}
+
+/// The devices chosen on one node: per device set, a mask of whole devices, or one device for
+/// a share.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceChoice {
+    /// (device set index, whole devices mask)
+    pub whole: Vec<(usize, u64)>,
+    /// (device set index, device index, thousandths)
+    pub share: Option<(usize, usize, u32)>,
+}
+
+/// The best devices for the pod on the node, or `None` when they cannot be had. A pod that
+/// asks for no device gets an empty choice.
+pub fn choose(pod: &PodInfo, node: &NodeInfo) -> Option<DeviceChoice> {
+    let mut c = DeviceChoice::default();
+    for (si, set) in node.devices.iter().enumerate() {
+        let wanted = pod.request.res.scalar(&set.resource).max(0) as u32;
+        if wanted > 0 {
+            c.whole
+                .push((si, set.topology.choose(set.whole_free_mask(), wanted)?));
+        }
+        let share = pod.request.gpu_share_milli;
+        if share > 0 && *set.resource == *GPU_RESOURCE {
+            c.share = Some((si, set.choose_share(share)?, share));
+        }
+    }
+    if pod.request.gpu_share_milli > 0 && c.share.is_none() {
+        return None;
+    }
+    Some(c)
+}
+
+/// The device assignments of a choice, split over the containers by what each asks for.
+pub fn assignments(pod: &PodInfo, node: &NodeInfo, c: &DeviceChoice) -> Vec<DeviceAssignment> {
+    let containers = &pod.pod.spec.containers;
+    let first = containers
+        .first()
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (si, mask) in &c.whole {
+        let set = &node.devices[*si];
+        let mut ids: Vec<String> = bits(*mask)
+            .iter()
+            .map(|&b| set.ids[b].to_string())
+            .collect();
+        for ct in containers {
+            let n = ct
+                .resources
+                .effective_requests()
+                .get(&*set.resource)
+                .map_or(0, |q| q.value().max(0) as usize)
+                .min(ids.len());
+            if n > 0 {
+                let rest = ids.split_off(n);
+                out.push(DeviceAssignment {
+                    container: ct.name.clone(),
+                    resource: set.resource.to_string(),
+                    ids: std::mem::replace(&mut ids, rest),
+                    share_milli: None,
+                });
+            }
+        }
+        if !ids.is_empty() {
+            out.push(DeviceAssignment {
+                container: first.clone(),
+                resource: set.resource.to_string(),
+                ids,
+                share_milli: None,
+            });
+        }
+    }
+    if let Some((si, di, milli)) = c.share {
+        let set = &node.devices[si];
+        let container = containers
+            .iter()
+            .find(|ct| {
+                ct.resources
+                    .effective_requests()
+                    .contains_key(GPU_SHARE_RESOURCE)
+            })
+            .map_or(first, |ct| ct.name.clone());
+        out.push(DeviceAssignment {
+            container,
+            resource: set.resource.to_string(),
+            ids: vec![set.ids[di].to_string()],
+            share_milli: Some(milli),
+        });
+    }
+    out
+}
+
+impl Plugin for GpuTopology {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn as_filter(&self) -> Option<&dyn Filter> {
+        Some(self)
+    }
+    fn as_score(&self) -> Option<&dyn Score> {
+        Some(self)
+    }
+    fn as_reserve(&self) -> Option<&dyn Reserve> {
+        Some(self)
+    }
+}
+
+impl Filter for GpuTopology {
+    fn filter(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        if !pod.request.wants_gpu() && node.devices.is_empty() {
+            return Status::success();
+        }
+        match choose(pod, node) {
+            Some(_) => Status::success(),
+            None => Status::unschedulable(REASON),
+        }
+    }
+}
+
+impl Score for GpuTopology {
+    fn score(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        if pod.request.whole_gpus() < 2 {
+            return 0;
+        }
+        match choose(pod, node) {
+            Some(c) => c
+                .whole
+                .iter()
+                .map(|(si, m)| node.devices[*si].topology.quality(*m))
+                .min()
+                .unwrap_or(0),
+            None => 0,
+        }
+    }
+}
+
+impl Reserve for GpuTopology {
+    fn reserve(
+        &self,
+        _: &mut CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        placement: &mut Placement,
+    ) -> Result<Status, PluginError> {
+        match choose(pod, node) {
+            Some(c) => {
+                placement.devices = assignments(pod, node, &c);
+                Ok(Status::success())
+            }
+            None => Ok(Status::unschedulable(REASON)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{GpuProfile, node, pod};
+
+    fn ids(p: &Placement) -> Vec<String> {
+        p.devices.iter().flat_map(|d| d.ids.clone()).collect()
+    }
+
+    fn reserve(n: &NodeInfo, p: &PodInfo) -> Option<Vec<String>> {
+        let mut pl = Placement {
+            pod: p.key.clone(),
+            node: 0,
+            node_name: n.name.clone(),
+            devices: vec![],
+        };
+        let st = GpuTopology
+            .reserve(&mut CycleState::new(), p, n, &mut pl)
+            .ok()?;
+        st.is_success().then(|| ids(&pl))
+    }
+
+    fn names(n: &str, idx: &[u32]) -> Vec<String> {
+        idx.iter().map(|i| format!("{n}-gpu{i}")).collect()
+    }
+
+    #[test]
+    fn chooses_well_connected_sets() {
+        let mut a100_one_used = node("a").gpus(GpuProfile::A100x8).info();
+        a100_one_used.add_pod(
+            pod("ns", "x").gpus(1).info(),
+            Arc::new(vec![DeviceAssignment {
+                container: "main".into(),
+                resource: GPU_RESOURCE.into(),
+                ids: vec!["a-gpu1".into()],
+                share_milli: None,
+            }]),
+        );
+        let cases: Vec<(&str, NodeInfo, Arc<PodInfo>, Option<Vec<String>>)> = vec![
+            (
+                "4 on a100 stay on one socket",
+                node("a").gpus(GpuProfile::A100x8).info(),
+                pod("ns", "p").gpus(4).info(),
+                Some(names("a", &[0, 1, 2, 3])),
+            ),
+            (
+                "4 on a100 with gpu1 used take the other socket",
+                a100_one_used.clone(),
+                pod("ns", "p").gpus(4).info(),
+                Some(names("a", &[4, 5, 6, 7])),
+            ),
+            (
+                "2 on a100 take an NVLink pair",
+                a100_one_used.clone(),
+                pod("ns", "p").gpus(2).info(),
+                Some(names("a", &[2, 3])),
+            ),
+            (
+                "1 on a100 takes the partner of a used gpu",
+                a100_one_used,
+                pod("ns", "p").gpus(1).info(),
+                Some(names("a", &[0])),
+            ),
+            (
+                "unhealthy never chosen",
+                node("l").gpus(GpuProfile::L4x4).unhealthy(0).info(),
+                pod("ns", "p").gpus(3).info(),
+                Some(names("l", &[1, 2, 3])),
+            ),
+            (
+                "too few healthy",
+                node("l").gpus(GpuProfile::L4x4).unhealthy(2).info(),
+                pod("ns", "p").gpus(4).info(),
+                None,
+            ),
+            (
+                "no gpus wanted",
+                node("c").info(),
+                pod("ns", "p").info(),
+                Some(vec![]),
+            ),
+        ];
+        for (name, n, p, want) in cases {
+            assert_eq!(reserve(&n, &p), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn shares_pack_and_never_pass_one_device() {
+        let mut n = node("l").gpus(GpuProfile::L4x4).info();
+        let first = pod("ns", "a").gpu_share(600).info();
+        let got = reserve(&n, &first);
+        assert_eq!(got, Some(names("l", &[0])));
+        n.add_pod(first, Arc::new(vec![]));
+        // 400 fits next to 600; 500 does not and goes to a fresh device.
+        assert_eq!(
+            reserve(&n, &pod("ns", "b").gpu_share(400).info()),
+            Some(names("l", &[0]))
+        );
+        assert_eq!(
+            reserve(&n, &pod("ns", "c").gpu_share(500).info()),
+            Some(names("l", &[1]))
+        );
+    }
+}

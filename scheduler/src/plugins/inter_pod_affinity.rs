@@ -1,0 +1,326 @@
+//! InterPodAffinity: required pod affinity and anti-affinity (the pod's own, and existing pods'
+//! anti-affinity against it) filter by topology domain (`topologyKey`); preferred terms score.
+//!
+//! The pre-filter scans the pods on nodes once per cycle, and only when the pod has terms or some
+//! existing pod has required anti-affinity; plain pods skip it entirely.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use drover_api::core::{Pod, PodAffinityTerm};
+
+use crate::cache::{NodeInfo, PlanState, PodInfo};
+use crate::framework::{
+    CycleState, Filter, Plugin, PreFilter, RegistryError, Score, Status, normalize_min_max,
+};
+
+pub const NAME: &str = "InterPodAffinity";
+pub const AFFINITY_REASON: &str = "didn't match pod affinity rules";
+pub const ANTI_AFFINITY_REASON: &str = "didn't match pod anti-affinity rules";
+pub const EXISTING_ANTI_AFFINITY_REASON: &str = "didn't satisfy existing pods anti-affinity rules";
+
+#[derive(Debug, Default)]
+pub struct InterPodAffinity;
+
+pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
+    Ok(Arc::new(InterPodAffinity))
+}
+
+/// Domains computed by the pre-filter.
+#[derive(Debug, Default)]
+struct AffinityState {
+    /// Per required affinity term: its key and the values where matching pods run.
+    affinity: Vec<(String, HashSet<String>)>,
+    /// No pod matches the affinity terms anywhere, but the pod matches them itself: the first
+    /// pod of a group may go anywhere the key exists.
+    first_of_group: bool,
+    anti: Vec<(String, HashSet<String>)>,
+    /// (key, value) domains where an existing pod's anti-affinity forbids this pod.
+    existing_anti: HashSet<(String, String)>,
+    /// Preferred terms: weight by (key, value).
+    preferred: HashMap<(String, String), i64>,
+    active: bool,
+}
+
+/// Whether `term`, written by a pod in `owner_ns`, selects `target`.
+pub fn term_matches(term: &PodAffinityTerm, owner_ns: &str, target: &Pod) -> bool {
+    let ns = &target.metadata.namespace;
+    let ns_ok = if !term.namespaces.is_empty() {
+        term.namespaces.iter().any(|n| n == ns)
+    } else if term.namespace_selector.is_some() {
+        true
+    } else {
+        ns == owner_ns
+    };
+    ns_ok
+        && term
+            .label_selector
+            .as_ref()
+            .is_some_and(|s| s.matches(&target.metadata.labels))
+}
+
+type Terms<'a> = (
+    Vec<&'a PodAffinityTerm>,
+    Vec<&'a PodAffinityTerm>,
+    Vec<(i64, &'a PodAffinityTerm)>,
+);
+
+fn required(p: &Option<drover_api::core::PodAffinity>) -> Vec<&PodAffinityTerm> {
+    p.as_ref()
+        .map(|p| {
+            p.required_during_scheduling_ignored_during_execution
+                .iter()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn terms(pod: &Pod) -> Terms<'_> {
+    let Some(a) = &pod.spec.affinity else {
+        return (vec![], vec![], vec![]);
+    };
+    let mut preferred = Vec::new();
+    for (sign, p) in [(1, &a.pod_affinity), (-1, &a.pod_anti_affinity)] {
+        for w in p
+            .iter()
+            .flat_map(|p| &p.preferred_during_scheduling_ignored_during_execution)
+        {
+            preferred.push((sign * i64::from(w.weight), &w.pod_affinity_term));
+        }
+    }
+    let (aff, anti) = (required(&a.pod_affinity), required(&a.pod_anti_affinity));
+    (aff, anti, preferred)
+}
+
+impl Plugin for InterPodAffinity {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn as_pre_filter(&self) -> Option<&dyn PreFilter> {
+        Some(self)
+    }
+    fn as_filter(&self) -> Option<&dyn Filter> {
+        Some(self)
+    }
+    fn as_score(&self) -> Option<&dyn Score> {
+        Some(self)
+    }
+}
+
+impl PreFilter for InterPodAffinity {
+    fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, cluster: &PlanState<'_>) -> Status {
+        let (aff, anti, preferred) = terms(&pod.pod);
+        let mut s = AffinityState::default();
+        if aff.is_empty()
+            && anti.is_empty()
+            && preferred.is_empty()
+            && cluster.anti_affinity_pods() == 0
+        {
+            state.insert(s);
+            return Status::success();
+        }
+        s.active = true;
+        s.affinity = aff
+            .iter()
+            .map(|t| (t.topology_key.clone(), HashSet::new()))
+            .collect();
+        s.anti = anti
+            .iter()
+            .map(|t| (t.topology_key.clone(), HashSet::new()))
+            .collect();
+        let ns = pod.namespace();
+        let mut any_affinity_match = false;
+        for (_, node) in cluster.nodes() {
+            let labels = node.labels();
+            for slot in &node.pods {
+                let q = &slot.info;
+                if q.key == pod.key {
+                    continue;
+                }
+                for (i, t) in aff.iter().enumerate() {
+                    if term_matches(t, ns, &q.pod) {
+                        any_affinity_match = true;
+                        if let Some(v) = labels.get(&t.topology_key) {
+                            s.affinity[i].1.insert(v.clone());
+                        }
+                    }
+                }
+                for (i, t) in anti.iter().enumerate() {
+                    if term_matches(t, ns, &q.pod)
+                        && let Some(v) = labels.get(&t.topology_key)
+                    {
+                        s.anti[i].1.insert(v.clone());
+                    }
+                }
+                for (w, t) in &preferred {
+                    if term_matches(t, ns, &q.pod)
+                        && let Some(v) = labels.get(&t.topology_key)
+                    {
+                        *s.preferred
+                            .entry((t.topology_key.clone(), v.clone()))
+                            .or_default() += w;
+                    }
+                }
+                if q.has_required_anti_affinity() {
+                    let (_, their_anti, _) = terms(&q.pod);
+                    for t in their_anti {
+                        if term_matches(t, q.namespace(), &pod.pod)
+                            && let Some(v) = labels.get(&t.topology_key)
+                        {
+                            s.existing_anti.insert((t.topology_key.clone(), v.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        s.first_of_group = !any_affinity_match && aff.iter().all(|t| term_matches(t, ns, &pod.pod));
+        state.insert(s);
+        Status::success()
+    }
+}
+
+impl Filter for InterPodAffinity {
+    fn filter(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Status {
+        let Some(s) = state.get::<AffinityState>() else {
+            return Status::success();
+        };
+        if !s.active {
+            return Status::success();
+        }
+        let labels = node.labels();
+        for (key, values) in &s.affinity {
+            match labels.get(key) {
+                Some(v) if values.contains(v) || s.first_of_group => {}
+                _ => return Status::unresolvable(AFFINITY_REASON),
+            }
+        }
+        for (key, values) in &s.anti {
+            if labels.get(key).is_some_and(|v| values.contains(v)) {
+                return Status::unschedulable(ANTI_AFFINITY_REASON);
+            }
+        }
+        if !s.existing_anti.is_empty()
+            && labels
+                .iter()
+                .any(|(k, v)| s.existing_anti.contains(&(k.clone(), v.clone())))
+        {
+            return Status::unschedulable(EXISTING_ANTI_AFFINITY_REASON);
+        }
+        Status::success()
+    }
+}
+
+impl Score for InterPodAffinity {
+    fn score(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let Some(s) = state.get::<AffinityState>() else {
+            return 0;
+        };
+        s.preferred
+            .iter()
+            .filter(|((k, v), _)| node.labels().get(k) == Some(v))
+            .map(|(_, w)| *w)
+            .sum()
+    }
+
+    fn normalize(&self, scores: &mut [i64]) {
+        normalize_min_max(scores, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Snapshot;
+    use crate::framework::Code;
+    use crate::testing::{node, pod, selector};
+    use drover_api::core::{Affinity, PodAffinity};
+
+    fn term(k: &str, v: &str, key: &str) -> PodAffinityTerm {
+        PodAffinityTerm {
+            label_selector: Some(selector(k, v)),
+            topology_key: key.into(),
+            ..Default::default()
+        }
+    }
+
+    fn required(aff: bool, t: PodAffinityTerm) -> Affinity {
+        let p = PodAffinity {
+            required_during_scheduling_ignored_during_execution: vec![t],
+            ..Default::default()
+        };
+        if aff {
+            Affinity {
+                pod_affinity: Some(p),
+                ..Default::default()
+            }
+        } else {
+            Affinity {
+                pod_anti_affinity: Some(p),
+                ..Default::default()
+            }
+        }
+    }
+
+    #[test]
+    fn table() {
+        // Rack r1 runs a "db" pod on n1 (with anti-affinity to "noisy"); rack r2 is empty.
+        let mut snap = Snapshot::default();
+        let mut n1 = node("n1").label("rack", "r1").info();
+        let db = pod("ns", "db")
+            .label("app", "db")
+            .affinity(required(false, term("app", "noisy", "rack")))
+            .info();
+        n1.add_pod(db, Arc::new(vec![]));
+        snap.put(n1);
+        snap.put(node("n2").label("rack", "r1").info());
+        snap.put(node("n3").label("rack", "r2").info());
+        snap.anti_affinity_pods = 1;
+        let cases = [
+            (
+                "plain pod anywhere",
+                pod("ns", "p").info(),
+                [Code::Success; 3],
+            ),
+            (
+                "affinity to db: rack r1",
+                pod("ns", "p")
+                    .affinity(required(true, term("app", "db", "rack")))
+                    .info(),
+                [
+                    Code::Success,
+                    Code::Success,
+                    Code::UnschedulableAndUnresolvable,
+                ],
+            ),
+            (
+                "anti-affinity to db: rack r2",
+                pod("ns", "p")
+                    .affinity(required(false, term("app", "db", "rack")))
+                    .info(),
+                [Code::Unschedulable, Code::Unschedulable, Code::Success],
+            ),
+            (
+                "db's anti-affinity keeps noisy away",
+                pod("ns", "p").label("app", "noisy").info(),
+                [Code::Unschedulable, Code::Unschedulable, Code::Success],
+            ),
+            (
+                "first of a self-affine group",
+                pod("ns", "p")
+                    .label("app", "web")
+                    .affinity(required(true, term("app", "web", "rack")))
+                    .info(),
+                [Code::Success; 3],
+            ),
+        ];
+        for (name, p, want) in cases {
+            let plan = PlanState::new(&snap);
+            let mut st = CycleState::new();
+            InterPodAffinity.pre_filter(&mut st, &p, &plan);
+            let got: Vec<Code> = (0..3)
+                .map(|i| InterPodAffinity.filter(&st, &p, plan.node(i).unwrap()).code)
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! MostAllocated: bin-packing. Prefers the node that is fullest after the pod lands (GPUs count
+//! three times cpu and memory), so whole nodes stay free for large requests. The default for
+//! GPU pods.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::cache::{NodeInfo, PodInfo};
+use crate::framework::registry::parse_args;
+use crate::framework::{CycleState, Plugin, RegistryError, Score};
+use crate::resources::FULL_DEVICE_MILLI;
+
+pub const NAME: &str = "MostAllocated";
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Args {
+    /// Score only pods that ask for GPUs (others get the same score everywhere).
+    #[serde(default)]
+    pub gpu_pods_only: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct MostAllocated {
+    args: Args,
+}
+
+pub fn new(args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
+    Ok(Arc::new(MostAllocated {
+        args: parse_args(NAME, args)?,
+    }))
+}
+
+impl Plugin for MostAllocated {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn as_score(&self) -> Option<&dyn Score> {
+        Some(self)
+    }
+}
+
+/// Utilisation after the pod lands, 0–100, per (cpu, memory, gpu); gpu is `None` on nodes
+/// without GPUs.
+pub fn utilisation(pod: &PodInfo, node: &NodeInfo) -> (i64, i64, Option<i64>) {
+    let frac = |used: i64, cap: i64| {
+        if cap <= 0 {
+            100
+        } else {
+            (used.clamp(0, cap) * 100) / cap
+        }
+    };
+    let r = &pod.request;
+    let cpu = frac(
+        node.requested.cpu_milli + r.res.cpu_milli,
+        node.allocatable.cpu_milli,
+    );
+    let mem = frac(
+        node.requested.memory + r.res.memory,
+        node.allocatable.memory,
+    );
+    let gpu = node.gpus().map(|set| {
+        let cap = i64::from(set.healthy.count_ones()) * i64::from(FULL_DEVICE_MILLI);
+        let used = cap - set.free_total() as i64 + r.gpu_milli() as i64;
+        frac(used, cap)
+    });
+    (cpu, mem, gpu)
+}
+
+impl Score for MostAllocated {
+    fn score(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        if self.args.gpu_pods_only && !pod.request.wants_gpu() {
+            return 0;
+        }
+        match utilisation(pod, node) {
+            (cpu, mem, Some(gpu)) => (cpu + mem + 3 * gpu) / 5,
+            (cpu, mem, None) => (cpu + mem) / 2,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{GpuProfile, node, pod};
+
+    #[test]
+    fn fuller_node_scores_higher() {
+        let empty = node("a").gpus(GpuProfile::H100x8).info();
+        let mut busy = node("b").gpus(GpuProfile::H100x8).info();
+        busy.add_pod(pod("ns", "x").gpus(4).info(), Arc::new(vec![]));
+        let p = pod("ns", "p").gpus(2).info();
+        let plugin = MostAllocated::default();
+        let cases = [("empty", &empty, 15), ("half used", &busy, 45)];
+        for (name, n, want) in cases {
+            assert_eq!(plugin.score(&CycleState::new(), &p, n), want, "{name}");
+        }
+        let cpu_pod = pod("ns", "c").cpu("1").info();
+        let gpu_only = MostAllocated {
+            args: Args {
+                gpu_pods_only: true,
+            },
+        };
+        assert_eq!(gpu_only.score(&CycleState::new(), &cpu_pod, &busy), 0);
+    }
+}

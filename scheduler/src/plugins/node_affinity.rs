@@ -1,0 +1,163 @@
+//! NodeAffinity: `nodeSelector` and required node affinity filter (this is also how a pod asks
+//! for a GPU model, `nvidia.com/gpu.product`); preferred node affinity scores.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use drover_api::core::{NodeSelectorTerm, Pod};
+
+use crate::cache::{NodeInfo, PodInfo};
+use crate::framework::{CycleState, Filter, MAX_NODE_SCORE, Plugin, RegistryError, Score, Status};
+
+pub const NAME: &str = "NodeAffinity";
+pub const REASON: &str = "didn't match Pod's node affinity/selector";
+
+#[derive(Debug, Default)]
+pub struct NodeAffinity;
+
+pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
+    Ok(Arc::new(NodeAffinity))
+}
+
+impl Plugin for NodeAffinity {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn as_filter(&self) -> Option<&dyn Filter> {
+        Some(self)
+    }
+    fn as_score(&self) -> Option<&dyn Score> {
+        Some(self)
+    }
+}
+
+/// Whether a node selector term matches a node (expressions and fields all hold).
+pub fn term_matches(
+    term: &NodeSelectorTerm,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    if term.match_expressions.is_empty() && term.match_fields.is_empty() {
+        return false;
+    }
+    term.match_expressions
+        .iter()
+        .all(|r| r.matches_value(labels.get(&r.key).map(String::as_str)))
+        && term.match_fields.iter().all(|r| {
+            let v = (r.key == "metadata.name").then_some(name);
+            r.matches_value(v)
+        })
+}
+
+/// Whether the pod's nodeSelector and required node affinity admit the node.
+pub fn node_matches(pod: &Pod, name: &str, labels: &BTreeMap<String, String>) -> bool {
+    if !pod
+        .spec
+        .node_selector
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v))
+    {
+        return false;
+    }
+    let required = pod
+        .spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    match required {
+        Some(sel) => sel
+            .node_selector_terms
+            .iter()
+            .any(|t| term_matches(t, name, labels)),
+        None => true,
+    }
+}
+
+impl Filter for NodeAffinity {
+    fn filter(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        if node_matches(&pod.pod, &node.name, node.labels()) {
+            Status::success()
+        } else {
+            Status::unresolvable(REASON)
+        }
+    }
+}
+
+impl Score for NodeAffinity {
+    fn score(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let Some(na) = pod
+            .pod
+            .spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+        else {
+            return 0;
+        };
+        na.preferred_during_scheduling_ignored_during_execution
+            .iter()
+            .filter(|p| term_matches(&p.preference, &node.name, node.labels()))
+            .map(|p| i64::from(p.weight))
+            .sum()
+    }
+
+    fn normalize(&self, scores: &mut [i64]) {
+        let max = scores.iter().copied().max().unwrap_or(0);
+        if max > 0 {
+            scores
+                .iter_mut()
+                .for_each(|s| *s = *s * MAX_NODE_SCORE / max);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framework::Code;
+    use crate::testing::{GPU_PRODUCT_LABEL, GpuProfile, node, pod};
+
+    #[test]
+    fn table() {
+        let h100 = GpuProfile::H100x8.model().replace(' ', "-");
+        let cases = [
+            ("no constraint", pod("ns", "p").info(), Code::Success),
+            (
+                "selector matches",
+                pod("ns", "p").node_selector("zone", "a").info(),
+                Code::Success,
+            ),
+            (
+                "selector differs",
+                pod("ns", "p").node_selector("zone", "b").info(),
+                Code::UnschedulableAndUnresolvable,
+            ),
+            (
+                "gpu model by affinity",
+                pod("ns", "p")
+                    .node_affinity_in(GPU_PRODUCT_LABEL, &[&h100])
+                    .info(),
+                Code::Success,
+            ),
+            (
+                "other gpu model",
+                pod("ns", "p")
+                    .node_affinity_in(GPU_PRODUCT_LABEL, &["NVIDIA-L4"])
+                    .info(),
+                Code::UnschedulableAndUnresolvable,
+            ),
+        ];
+        let n = node("n").label("zone", "a").gpus(GpuProfile::H100x8).info();
+        for (name, p, want) in cases {
+            assert_eq!(
+                NodeAffinity.filter(&CycleState::new(), &p, &n).code,
+                want,
+                "{name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! PodTopologySpread: `topologySpreadConstraints`. `DoNotSchedule` constraints filter (placing
+//! the pod must keep the skew between domains within `maxSkew`); all constraints score (fewer
+//! matching pods in the node's domain is better).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use drover_api::core::unsatisfiable_action;
+use drover_api::selector::LabelSelector;
+
+use super::node_affinity::node_matches;
+use crate::cache::{NodeInfo, PlanState, PodInfo};
+use crate::framework::{
+    CycleState, Filter, Plugin, PreFilter, RegistryError, Score, Status, normalize_min_max,
+};
+
+pub const NAME: &str = "PodTopologySpread";
+pub const REASON: &str = "didn't match pod topology spread constraints";
+pub const MISSING_LABEL_REASON: &str =
+    "didn't match pod topology spread constraints (missing required label)";
+
+#[derive(Debug, Default)]
+pub struct PodTopologySpread;
+
+pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
+    Ok(Arc::new(PodTopologySpread))
+}
+
+#[derive(Debug)]
+struct Constraint {
+    key: String,
+    max_skew: i64,
+    hard: bool,
+    self_match: i64,
+    counts: HashMap<String, i64>,
+    min: i64,
+}
+
+#[derive(Debug, Default)]
+struct SpreadState(Vec<Constraint>);
+
+impl Plugin for PodTopologySpread {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn as_pre_filter(&self) -> Option<&dyn PreFilter> {
+        Some(self)
+    }
+    fn as_filter(&self) -> Option<&dyn Filter> {
+        Some(self)
+    }
+    fn as_score(&self) -> Option<&dyn Score> {
+        Some(self)
+    }
+}
+
+impl PreFilter for PodTopologySpread {
+    fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, cluster: &PlanState<'_>) -> Status {
+        let mut out = Vec::new();
+        for c in &pod.pod.spec.topology_spread_constraints {
+            let selector = c.label_selector.clone().unwrap_or_else(|| LabelSelector {
+                match_labels: Default::default(),
+                match_expressions: vec![],
+            });
+            let matches = |p: &PodInfo| {
+                c.label_selector.is_some()
+                    && p.namespace() == pod.namespace()
+                    && !p.is_terminating()
+                    && selector.matches(p.labels())
+            };
+            let mut counts: HashMap<String, i64> = HashMap::new();
+            for (_, node) in cluster.nodes() {
+                let Some(v) = node.labels().get(&c.topology_key) else {
+                    continue;
+                };
+                if !node_matches(&pod.pod, &node.name, node.labels()) {
+                    continue;
+                }
+                let n = node
+                    .pods
+                    .iter()
+                    .filter(|s| s.info.key != pod.key && matches(&s.info))
+                    .count() as i64;
+                *counts.entry(v.clone()).or_default() += n;
+            }
+            let mut min = counts.values().copied().min().unwrap_or(0);
+            if c.min_domains
+                .is_some_and(|m| (counts.len() as i64) < i64::from(m))
+            {
+                min = 0;
+            }
+            out.push(Constraint {
+                key: c.topology_key.clone(),
+                max_skew: i64::from(c.max_skew.max(1)),
+                hard: c.when_unsatisfiable != unsatisfiable_action::SCHEDULE_ANYWAY,
+                self_match: i64::from(matches(pod)),
+                counts,
+                min,
+            });
+        }
+        state.insert(SpreadState(out));
+        Status::success()
+    }
+}
+
+impl Filter for PodTopologySpread {
+    fn filter(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Status {
+        let Some(SpreadState(cs)) = state.get::<SpreadState>() else {
+            return Status::success();
+        };
+        for c in cs.iter().filter(|c| c.hard) {
+            let Some(v) = node.labels().get(&c.key) else {
+                return Status::unresolvable(MISSING_LABEL_REASON);
+            };
+            let here = c.counts.get(v).copied().unwrap_or(0);
+            if here + c.self_match - c.min > c.max_skew {
+                return Status::unschedulable(REASON);
+            }
+        }
+        Status::success()
+    }
+}
+
+impl Score for PodTopologySpread {
+    fn score(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let Some(SpreadState(cs)) = state.get::<SpreadState>() else {
+            return 0;
+        };
+        cs.iter()
+            .map(|c| {
+                node.labels()
+                    .get(&c.key)
+                    .and_then(|v| c.counts.get(v))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    fn normalize(&self, scores: &mut [i64]) {
+        normalize_min_max(scores, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Snapshot;
+    use crate::framework::Code;
+    use crate::testing::{node, pod, selector};
+    use drover_api::core::TopologySpreadConstraint;
+
+    #[test]
+    fn table() {
+        let mut snap = Snapshot::default();
+        let mut a = node("a").label("zone", "z1").info();
+        for i in 0..2 {
+            a.add_pod(
+                pod("ns", &format!("w{i}")).label("app", "web").info(),
+                Arc::new(vec![]),
+            );
+        }
+        snap.put(a);
+        snap.put(node("b").label("zone", "z2").info());
+        snap.put(node("c").info());
+        let spread = |skew, when: &str| TopologySpreadConstraint {
+            max_skew: skew,
+            topology_key: "zone".into(),
+            when_unsatisfiable: when.into(),
+            label_selector: Some(selector("app", "web")),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                "skew 1 forbids the fuller zone",
+                pod("ns", "p")
+                    .label("app", "web")
+                    .spread(spread(1, "DoNotSchedule"))
+                    .info(),
+                [
+                    Code::Unschedulable,
+                    Code::Success,
+                    Code::UnschedulableAndUnresolvable,
+                ],
+            ),
+            (
+                "skew 3 allows it",
+                pod("ns", "p")
+                    .label("app", "web")
+                    .spread(spread(3, "DoNotSchedule"))
+                    .info(),
+                [
+                    Code::Success,
+                    Code::Success,
+                    Code::UnschedulableAndUnresolvable,
+                ],
+            ),
+            (
+                "soft constraint never filters",
+                pod("ns", "p")
+                    .label("app", "web")
+                    .spread(spread(1, "ScheduleAnyway"))
+                    .info(),
+                [Code::Success; 3],
+            ),
+        ];
+        for (name, p, want) in cases {
+            let plan = PlanState::new(&snap);
+            let mut st = CycleState::new();
+            PodTopologySpread.pre_filter(&mut st, &p, &plan);
+            let got: Vec<Code> = (0..3)
+                .map(|i| {
+                    PodTopologySpread
+                        .filter(&st, &p, plan.node(i).unwrap())
+                        .code
+                })
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! What the scheduler tells people: pod conditions (`PodScheduled`, `DisruptionTarget`), the
+//! nominated node, PodGroup status, and Events (`Scheduled`, `FailedScheduling`, `Preempted`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use drover_api::client::{Client, ClientError, DeleteParams};
+use drover_api::core::{Event, EventSource, Pod, event_type};
+use drover_api::meta::{Condition, ObjectMeta, ObjectReference, set_condition};
+use drover_api::scheduling::PodGroup;
+
+/// The component name on events.
+pub const COMPONENT: &str = "drover-scheduler";
+
+static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn reference_to_pod(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        namespace: pod.metadata.namespace.clone(),
+        name: pod.metadata.name.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..Default::default()
+    }
+}
+
+/// Records an event about `involved`.
+pub async fn event(
+    client: &Client,
+    involved: ObjectReference,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), ClientError> {
+    let now = chrono::Utc::now();
+    let seq = EVENT_SEQ.fetch_add(1, Ordering::Relaxed);
+    let name = format!(
+        "{}.{:x}{:04x}",
+        involved.name,
+        now.timestamp_nanos_opt().unwrap_or_default(),
+        seq & 0xffff
+    );
+    let ev = Event {
+        metadata: ObjectMeta::named(involved.namespace.clone(), name),
+        involved_object: involved.clone(),
+        reason: reason.into(),
+        message: message.into(),
+        source: Some(EventSource {
+            component: COMPONENT.into(),
+            host: String::new(),
+        }),
+        first_timestamp: Some(now),
+        last_timestamp: Some(now),
+        count: 1,
+        type_: type_.into(),
+        reporting_component: COMPONENT.into(),
+        ..Default::default()
+    };
+    client
+        .namespaced::<Event>(&involved.namespace)
+        .create(&ev)
+        .await
+        .map(|_| ())
+}
+
+/// Sets a condition (and optionally the nominated node) on a pod's status.
+pub async fn pod_condition(
+    client: &Client,
+    pod: &Pod,
+    condition: Condition,
+    nominated: Option<&str>,
+) -> Result<(), ClientError> {
+    let mut conditions = pod.status.conditions.clone();
+    set_condition(&mut conditions, condition, chrono::Utc::now());
+    let mut status = serde_json::json!({ "conditions": conditions });
+    if let Some(n) = nominated {
+        status["nominatedNodeName"] = serde_json::Value::String(n.to_string());
+    }
+    client
+        .namespaced::<Pod>(&pod.metadata.namespace)
+        .patch_status(&pod.metadata.name, &serde_json::json!({ "status": status }))
+        .await
+        .map(|_| ())
+}
+
+/// `PodScheduled=False`, reason `Unschedulable`, and a `FailedScheduling` warning.
+pub async fn unschedulable(client: &Client, pod: &Pod, message: &str) -> Result<(), ClientError> {
+    let cond = Condition {
+        type_: "PodScheduled".into(),
+        status: "False".into(),
+        reason: "Unschedulable".into(),
+        message: message.into(),
+        ..Default::default()
+    };
+    pod_condition(client, pod, cond, None).await?;
+    event(
+        client,
+        reference_to_pod(pod),
+        event_type::WARNING,
+        "FailedScheduling",
+        message,
+    )
+    .await
+}
+
+/// The `Scheduled` event.
+pub async fn scheduled(client: &Client, pod: &Pod, message: &str) -> Result<(), ClientError> {
+    event(
+        client,
+        reference_to_pod(pod),
+        event_type::NORMAL,
+        "Scheduled",
+        message,
+    )
+    .await
+}
+
+/// Tells a victim why, then deletes it.
+pub async fn preempt(client: &Client, victim: &Pod, by: &str) -> Result<(), ClientError> {
+    let message = format!("preempted by {by}");
+    let cond = Condition {
+        type_: "DisruptionTarget".into(),
+        status: "True".into(),
+        reason: "PreemptionByScheduler".into(),
+        message: message.clone(),
+        ..Default::default()
+    };
+    pod_condition(client, victim, cond, None).await?;
+    event(
+        client,
+        reference_to_pod(victim),
+        event_type::NORMAL,
+        "Preempted",
+        &message,
+    )
+    .await?;
+    match client
+        .namespaced::<Pod>(&victim.metadata.namespace)
+        .delete(&victim.metadata.name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets the nominated node of a preemptor.
+pub async fn nominate(
+    client: &Client,
+    pod: &Pod,
+    node: &str,
+    message: &str,
+) -> Result<(), ClientError> {
+    let cond = Condition {
+        type_: "PodScheduled".into(),
+        status: "False".into(),
+        reason: "Unschedulable".into(),
+        message: message.into(),
+        ..Default::default()
+    };
+    pod_condition(client, pod, cond, Some(node)).await
+}
+
+/// Why a gang is pending, on its PodGroup (message and a `Scheduled` condition).
+pub async fn pod_group_status(
+    client: &Client,
+    group: &PodGroup,
+    scheduled: bool,
+    reason: &str,
+    message: &str,
+) -> Result<(), ClientError> {
+    let mut conditions = group.status.conditions.clone();
+    set_condition(
+        &mut conditions,
+        Condition {
+            type_: "Scheduled".into(),
+            status: if scheduled { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message: message.into(),
+            ..Default::default()
+        },
+        chrono::Utc::now(),
+    );
+    let patch = serde_json::json!({ "status": { "conditions": conditions, "message": message } });
+    client
+        .namespaced::<PodGroup>(&group.metadata.namespace)
+        .patch_status(&group.metadata.name, &patch)
+        .await
+        .map(|_| ())
+}
+
+/// An event about a PodGroup.
+pub async fn pod_group_event(
+    client: &Client,
+    group: &PodGroup,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), ClientError> {
+    let r = ObjectReference {
+        api_version: "scheduling.x-k8s.io/v1alpha1".into(),
+        kind: "PodGroup".into(),
+        namespace: group.metadata.namespace.clone(),
+        name: group.metadata.name.clone(),
+        uid: group.metadata.uid.clone(),
+        ..Default::default()
+    };
+    event(client, r, type_, reason, message).await
+}

@@ -1,0 +1,728 @@
+//! The scheduler as a service: informers feed the cache and the queue; the loop pops units,
+//! decides on a snapshot, assumes the placements and binds them asynchronously (bounded
+//! concurrency). Every failure path forgets the assumption and requeues with backoff.
+//!
+//! One task owns all state (cache, queue, pending pods); informer handlers and binding tasks
+//! talk to it over channels, so no lock is shared.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_api::client::informer::{Change, Informer};
+use drover_api::client::{Client, ClientError, ListParams};
+use drover_api::core::{Node, Pod, preemption_policy};
+use drover_api::scheduling::{PodGroup, PriorityClass, topology_mode};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, info_span, warn};
+
+use crate::algorithm::planner::{DEFAULT_HARD_GANG_SIZE, DEFAULT_PLAN_BUDGET, validate_plan};
+use crate::algorithm::{
+    BatchPlanner, Diagnosis, GangRequest, PlanOutcome, Preemptor, TopologyRule, find_victims,
+    place_gang, schedule_pod,
+};
+use crate::cache::{Cache, Placement, PlanState, PodInfo};
+use crate::framework::{Bind, CycleState, ProfileConfig, Profiles, Registry, RegistryError};
+use crate::plugins::default_binder::DefaultBinder;
+use crate::queue::{QueueConfig, SchedulingQueue, UnitKey};
+use crate::report;
+
+/// Binding tasks running at once.
+pub const DEFAULT_BIND_CONCURRENCY: usize = 64;
+/// Units decided before the loop looks at new events again.
+pub const DEFAULT_UNITS_PER_ROUND: usize = 256;
+/// How often the loop flushes unschedulable units and expires assumptions.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+
+/// Settings of the scheduler service.
+#[derive(Clone)]
+pub struct SchedulerConfig {
+    pub profiles: Vec<ProfileConfig>,
+    pub queue: QueueConfig,
+    pub bind_concurrency: usize,
+    /// Planner for hard batches (the ILP optimiser); `None`: the greedy plan only.
+    pub planner: Option<Arc<dyn BatchPlanner>>,
+    pub hard_gang_size: usize,
+    pub plan_budget: Duration,
+    /// Whether pending pods may preempt lower-priority ones.
+    pub preemption: bool,
+}
+
+impl std::fmt::Debug for SchedulerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerConfig")
+            .field("profiles", &self.profiles.len())
+            .field("queue", &self.queue)
+            .field("planner", &self.planner.as_ref().map(|p| p.name()))
+            .finish()
+    }
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            profiles: vec![ProfileConfig::default()],
+            queue: QueueConfig::default(),
+            bind_concurrency: DEFAULT_BIND_CONCURRENCY,
+            planner: None,
+            hard_gang_size: DEFAULT_HARD_GANG_SIZE,
+            plan_budget: DEFAULT_PLAN_BUDGET,
+            preemption: true,
+        }
+    }
+}
+
+impl SchedulerConfig {
+    pub fn with_planner(mut self, planner: Arc<dyn BatchPlanner>) -> Self {
+        self.planner = Some(planner);
+        self
+    }
+    pub fn with_queue(mut self, queue: QueueConfig) -> Self {
+        self.queue = queue;
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("invalid scheduler configuration: {0}")]
+    Config(#[from] RegistryError),
+    #[error("api: {0}")]
+    Client(#[from] ClientError),
+}
+
+enum Event {
+    Pod(Arc<Pod>),
+    PodDeleted(Arc<Pod>),
+    Node(Arc<Node>),
+    NodeDeleted(Arc<Node>),
+    Group(Arc<PodGroup>),
+    GroupDeleted(Arc<PodGroup>),
+    Class(Arc<PriorityClass>),
+    ClassDeleted(Arc<PriorityClass>),
+    Synced,
+}
+
+struct BindResult {
+    unit: UnitKey,
+    pod: Arc<str>,
+    ok: bool,
+}
+
+fn forward<T: Send + Sync + 'static>(
+    tx: &mpsc::UnboundedSender<Event>,
+    applied: fn(Option<Arc<T>>, Arc<T>) -> Event,
+    deleted: fn(Arc<T>) -> Event,
+) -> impl Fn(&Change<T>) + Send + Sync + 'static {
+    let tx = tx.clone();
+    move |c| {
+        // Unbounded: an informer handler must not block; the loop drains it every round.
+        let _ = tx.send(match c {
+            Change::Applied { old, new } => applied(old.clone(), new.clone()),
+            Change::Deleted(o) => deleted(o.clone()),
+            Change::Synced => Event::Synced,
+        });
+    }
+}
+
+/// Runs the scheduler until `shutdown` resolves.
+pub async fn run(
+    config: SchedulerConfig,
+    client: Client,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SchedulerError> {
+    let profiles = Profiles::build(&config.profiles, &Registry::with_defaults())?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    Informer::new(client.all::<Pod>(), ListParams::default())
+        .on_change(forward(&tx, |_, n| Event::Pod(n), Event::PodDeleted))
+        .spawn(stopped(stop_rx.clone()));
+    Informer::new(client.all::<Node>(), ListParams::default())
+        .on_change(forward(&tx, |_, n| Event::Node(n), Event::NodeDeleted))
+        .spawn(stopped(stop_rx.clone()));
+    Informer::new(client.all::<PodGroup>(), ListParams::default())
+        .on_change(forward(&tx, |_, n| Event::Group(n), Event::GroupDeleted))
+        .spawn(stopped(stop_rx.clone()));
+    Informer::new(client.all::<PriorityClass>(), ListParams::default())
+        .on_change(forward(&tx, |_, n| Event::Class(n), Event::ClassDeleted))
+        .spawn(stopped(stop_rx.clone()));
+    drop(tx);
+    let (bind_tx, mut bind_rx) = mpsc::channel(4096);
+    let mut s = State {
+        cache: Cache::new(),
+        queue: SchedulingQueue::new(config.queue.clone()),
+        profiles,
+        pending: HashMap::new(),
+        gang_pending: HashMap::new(),
+        groups: HashMap::new(),
+        classes: HashMap::new(),
+        reported: HashMap::new(),
+        binds_left: HashMap::new(),
+        preempting: HashMap::new(),
+        gang_since: HashMap::new(),
+        synced: 0,
+        binder: Arc::new(DefaultBinder),
+        bind_slots: Arc::new(Semaphore::new(config.bind_concurrency.max(1))),
+        bind_tx,
+        client,
+        config,
+    };
+    info!("scheduler started");
+    tokio::pin!(shutdown);
+    let mut more = false;
+    loop {
+        let wake = if more {
+            Instant::now()
+        } else {
+            let tick = Instant::now() + DEFAULT_TICK;
+            s.queue.next_wakeup().map_or(tick, |w| w.min(tick))
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                s.apply(ev);
+                while let Ok(ev) = rx.try_recv() {
+                    s.apply(ev);
+                }
+            }
+            Some(r) = bind_rx.recv() => {
+                s.on_bound(r);
+                while let Ok(r) = bind_rx.try_recv() {
+                    s.on_bound(r);
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => s.tick(),
+        }
+        more = s.synced >= 4 && s.schedule_round();
+    }
+    let _ = stop_tx.send(true);
+    info!("scheduler stopped");
+    Ok(())
+}
+
+struct State {
+    cache: Cache,
+    queue: SchedulingQueue,
+    profiles: Profiles,
+    pending: HashMap<Arc<str>, Arc<PodInfo>>,
+    gang_pending: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
+    groups: HashMap<Arc<str>, Arc<PodGroup>>,
+    classes: HashMap<String, Arc<PriorityClass>>,
+    /// Last why-pending message per pod / gang, so unchanged reasons are not written again.
+    reported: HashMap<Arc<str>, String>,
+    binds_left: HashMap<UnitKey, (usize, bool)>,
+    /// Victims a unit's preemption is waiting for.
+    preempting: HashMap<UnitKey, Vec<Arc<str>>>,
+    gang_since: HashMap<Arc<str>, Instant>,
+    synced: usize,
+    binder: Arc<DefaultBinder>,
+    bind_slots: Arc<Semaphore>,
+    bind_tx: mpsc::Sender<BindResult>,
+    client: Client,
+    config: SchedulerConfig,
+}
+
+fn key_of(pod: &Pod) -> Arc<str> {
+    format!("{}/{}", pod.metadata.namespace, pod.metadata.name).into()
+}
+
+fn created_ms(pod: &Pod) -> i64 {
+    pod.metadata
+        .creation_timestamp
+        .map_or(0, |t| t.timestamp_millis())
+}
+
+impl State {
+    /// Priority from the pod, else its class, else the global default class.
+    fn resolve(&self, pod: &Arc<Pod>) -> PodInfo {
+        let class = if pod.spec.priority_class_name.is_empty() {
+            self.classes.values().find(|c| c.global_default).cloned()
+        } else {
+            self.classes.get(&pod.spec.priority_class_name).cloned()
+        };
+        let priority = pod
+            .spec
+            .priority
+            .unwrap_or_else(|| class.as_ref().map_or(0, |c| c.value));
+        let never = pod.spec.preemption_policy.as_deref() == Some(preemption_policy::NEVER)
+            || class
+                .as_ref()
+                .is_some_and(|c| c.preemption_policy.as_deref() == Some(preemption_policy::NEVER));
+        PodInfo::with_priority(pod.clone(), priority, never)
+    }
+
+    fn unit_of(info: &PodInfo) -> UnitKey {
+        match &info.gang {
+            Some(g) => UnitKey::Gang(g.clone()),
+            None => UnitKey::Pod(info.key.clone()),
+        }
+    }
+
+    fn apply(&mut self, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::Pod(pod) => self.apply_pod(pod, now),
+            Event::PodDeleted(pod) => {
+                let key = key_of(&pod);
+                self.drop_pending(&key);
+                if self.cache.remove_pod(&key).is_some() {
+                    self.queue.on_cluster_change(now);
+                }
+            }
+            Event::Node(n) => {
+                self.cache.upsert_node(n);
+                self.queue.on_cluster_change(now);
+            }
+            Event::NodeDeleted(n) => self.cache.remove_node(&n.metadata.name),
+            Event::Group(g) => {
+                let key: Arc<str> = format!("{}/{}", g.metadata.namespace, g.metadata.name).into();
+                self.groups.insert(key.clone(), g);
+                self.queue.wake(&UnitKey::Gang(key), now);
+            }
+            Event::GroupDeleted(g) => {
+                self.groups
+                    .remove(format!("{}/{}", g.metadata.namespace, g.metadata.name).as_str());
+            }
+            Event::Class(c) => {
+                self.classes.insert(c.metadata.name.clone(), c);
+            }
+            Event::ClassDeleted(c) => {
+                self.classes.remove(&c.metadata.name);
+            }
+            Event::Synced => self.synced += 1,
+        }
+    }
+
+    fn apply_pod(&mut self, pod: Arc<Pod>, now: Instant) {
+        let key = key_of(&pod);
+        if pod.is_terminal() {
+            self.drop_pending(&key);
+            if self.cache.remove_pod(&key).is_some() {
+                self.queue.on_cluster_change(now);
+            }
+            return;
+        }
+        if pod.is_bound() {
+            self.drop_pending(&key);
+            let info = Arc::new(self.resolve(&pod));
+            self.cache.add_bound_pod(info);
+            return;
+        }
+        if pod.metadata.deletion_timestamp.is_some()
+            || self.profiles.for_name(pod.scheduler_name()).is_none()
+        {
+            self.drop_pending(&key);
+            return;
+        }
+        let info = Arc::new(self.resolve(&pod));
+        if !self.pending.contains_key(&key) {
+            self.cache.observe(&info);
+        }
+        let unit = Self::unit_of(&info);
+        if let Some(g) = &info.gang {
+            self.gang_pending
+                .entry(g.clone())
+                .or_default()
+                .insert(key.clone());
+            self.gang_since.entry(g.clone()).or_insert(now);
+        }
+        let priority = info.priority;
+        self.pending.insert(key, info);
+        self.queue.add(unit.clone(), priority, created_ms(&pod));
+        self.queue.wake(&unit, now);
+    }
+
+    fn drop_pending(&mut self, key: &str) {
+        let Some(info) = self.pending.remove(key) else {
+            return;
+        };
+        self.reported.remove(key);
+        let unit = Self::unit_of(&info);
+        let empty = match &info.gang {
+            Some(g) => {
+                let set = self.gang_pending.entry(g.clone()).or_default();
+                set.remove(key);
+                set.is_empty()
+            }
+            None => true,
+        };
+        if empty {
+            if let Some(g) = &info.gang {
+                self.gang_pending.remove(g);
+            }
+            if !self.binds_left.contains_key(&unit) {
+                self.queue.remove(&unit);
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        self.queue.flush(now);
+        for key in self.cache.expire_assumed(now) {
+            if let Some(info) = self.pending.get(&key) {
+                self.queue
+                    .add(Self::unit_of(info), info.priority, created_ms(&info.pod));
+            }
+        }
+    }
+
+    /// Decides up to a round of units; says whether more are ready.
+    fn schedule_round(&mut self) -> bool {
+        for _ in 0..DEFAULT_UNITS_PER_ROUND {
+            let Some(unit) = self.queue.pop(Instant::now()) else {
+                return false;
+            };
+            self.schedule_unit(unit);
+        }
+        true
+    }
+
+    fn schedule_unit(&mut self, unit: UnitKey) {
+        let now = Instant::now();
+        match &unit {
+            UnitKey::Pod(k) => {
+                let Some(pod) = self.pending.get(k).cloned() else {
+                    self.queue.remove(&unit);
+                    return;
+                };
+                if self.cache.has_pod(k) {
+                    return;
+                }
+                let Some(profile) = self.profiles.for_name(pod.pod.scheduler_name()).cloned()
+                else {
+                    self.queue.remove(&unit);
+                    return;
+                };
+                let _span = info_span!("schedule", pod = %k).entered();
+                let snap = self.cache.snapshot();
+                let mut plan = PlanState::new(&snap);
+                match schedule_pod(&profile, &mut plan, &pod, &mut CycleState::new()) {
+                    Ok(p) => {
+                        drop(plan);
+                        drop(snap);
+                        self.commit(&unit, vec![(pod, p)]);
+                    }
+                    Err(d) => {
+                        drop(plan);
+                        drop(snap);
+                        self.failed(&unit, vec![pod], d, now);
+                    }
+                }
+            }
+            UnitKey::Gang(g) => self.schedule_gang(&unit, g.clone(), now),
+        }
+    }
+
+    fn schedule_gang(&mut self, unit: &UnitKey, g: Arc<str>, now: Instant) {
+        let _span = info_span!("schedule", gang = %g).entered();
+        let mut members: Vec<Arc<PodInfo>> = self
+            .gang_pending
+            .get(&g)
+            .into_iter()
+            .flatten()
+            .filter(|k| !self.cache.has_pod(k))
+            .filter_map(|k| self.pending.get(k).cloned())
+            .collect();
+        members.sort_by(|a, b| natural(&a.key, &b.key));
+        if members.is_empty() {
+            return;
+        }
+        let Some(group) = self.groups.get(&g).cloned() else {
+            let d = Diagnosis::note(self.cache.node_count(), format!("waiting for PodGroup {g}"));
+            self.failed(unit, members, d, now);
+            return;
+        };
+        let Some(profile) = self
+            .profiles
+            .for_name(members[0].pod.scheduler_name())
+            .cloned()
+        else {
+            return;
+        };
+        let bound = self.cache.gang_members(&g);
+        let gang = GangRequest {
+            key: g.clone(),
+            members: members.clone(),
+            min_member: group.spec.min_member.max(1) as u32,
+            bound,
+            topology: group.spec.topology.as_ref().map(|t| TopologyRule {
+                key: t.key.clone(),
+                required: t.mode != topology_mode::PREFERRED,
+            }),
+        };
+        let snap = self.cache.snapshot();
+        let hard = gang.topology.is_some() || gang.members.len() >= self.config.hard_gang_size;
+        let mut planned: Option<Vec<Placement>> = None;
+        if hard && let Some(planner) = &self.config.planner {
+            match planner.plan(&snap, std::slice::from_ref(&gang), self.config.plan_budget) {
+                Ok(PlanOutcome::Plan(pls)) if !pls.is_empty() => {
+                    match validate_plan(&profile, &snap, std::slice::from_ref(&gang), &pls) {
+                        Ok(p)
+                            if p.placements.len() + gang.bound.len()
+                                >= gang.min_member as usize =>
+                        {
+                            planned = Some(p.placements)
+                        }
+                        Ok(_) => debug!(planner = planner.name(), "plan incomplete; greedy"),
+                        Err(e) => {
+                            warn!(planner = planner.name(), error = %e, "plan rejected; greedy")
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(planner = planner.name(), error = %e, "planner failed; greedy"),
+            }
+        }
+        let result = match planned {
+            Some(p) => Ok(p),
+            None => place_gang(&profile, &PlanState::new(&snap), &gang).map(|p| p.placements),
+        };
+        drop(snap);
+        match result {
+            Ok(placements) => {
+                let by_key: HashMap<&str, &Arc<PodInfo>> =
+                    members.iter().map(|m| (&*m.key, m)).collect();
+                let pairs = placements
+                    .into_iter()
+                    .filter_map(|p| by_key.get(&*p.pod).map(|m| ((*m).clone(), p)))
+                    .collect();
+                self.gang_since.remove(&g);
+                let msg = format!("gang {g} placed");
+                if self.reported.insert(g.clone(), msg.clone()).as_deref() != Some(&msg) {
+                    let client = self.client.clone();
+                    tokio::spawn(async move {
+                        let _ = report::pod_group_status(&client, &group, true, "Scheduled", &msg)
+                            .await;
+                    });
+                }
+                self.commit(unit, pairs);
+            }
+            Err(d) => {
+                let timeout = group
+                    .spec
+                    .schedule_timeout_seconds
+                    .map(|s| Duration::from_secs(s.max(0) as u64));
+                let since = self.gang_since.get(&g).copied().unwrap_or(now);
+                let timed_out = timeout.is_some_and(|t| now.duration_since(since) >= t);
+                let msg = d.to_string();
+                let tag = format!("{timed_out}{msg}");
+                if self.reported.insert(g.clone(), tag.clone()).as_deref() != Some(&tag) {
+                    let client = self.client.clone();
+                    let reason = if timed_out {
+                        "Timeout"
+                    } else {
+                        "Unschedulable"
+                    };
+                    tokio::spawn(async move {
+                        let _ =
+                            report::pod_group_status(&client, &group, false, reason, &msg).await;
+                        let _ = report::pod_group_event(
+                            &client,
+                            &group,
+                            "Warning",
+                            "FailedScheduling",
+                            &msg,
+                        )
+                        .await;
+                    });
+                }
+                self.failed(unit, members, d, now);
+            }
+        }
+    }
+
+    fn commit(&mut self, unit: &UnitKey, placements: Vec<(Arc<PodInfo>, Placement)>) {
+        self.preempting.remove(unit);
+        self.binds_left
+            .insert(unit.clone(), (placements.len(), true));
+        for (pod, placement) in placements {
+            self.cache.assume(pod.clone(), &placement);
+            self.reported.remove(&pod.key);
+            let (client, binder, slots, tx, unit) = (
+                self.client.clone(),
+                self.binder.clone(),
+                self.bind_slots.clone(),
+                self.bind_tx.clone(),
+                unit.clone(),
+            );
+            tokio::spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                let _span = info_span!("bind", pod = %pod.key, node = %placement.node_name);
+                let ok = match binder.bind(&client, &pod, &placement).await {
+                    Ok(()) => {
+                        let ids: Vec<&str> = placement
+                            .devices
+                            .iter()
+                            .flat_map(|d| d.ids.iter().map(String::as_str))
+                            .collect();
+                        let mut msg = format!(
+                            "Successfully assigned {} to {}",
+                            pod.key, placement.node_name
+                        );
+                        if !ids.is_empty() {
+                            msg.push_str(&format!(" (devices {})", ids.join(",")));
+                        }
+                        let _ = report::scheduled(&client, &pod.pod, &msg).await;
+                        true
+                    }
+                    Err(e) => {
+                        warn!(pod = %pod.key, node = %placement.node_name, error = %e, "binding failed");
+                        false
+                    }
+                };
+                let _ = tx
+                    .send(BindResult {
+                        unit,
+                        pod: pod.key.clone(),
+                        ok,
+                    })
+                    .await;
+            });
+        }
+    }
+
+    fn on_bound(&mut self, r: BindResult) {
+        let now = Instant::now();
+        if r.ok {
+            self.cache.finish_binding(&r.pod, now);
+        } else {
+            // Unreserve: the placement is no longer counted.
+            self.cache.forget(&r.pod);
+        }
+        let Some(left) = self.binds_left.get_mut(&r.unit) else {
+            return;
+        };
+        left.0 = left.0.saturating_sub(1);
+        left.1 &= r.ok;
+        if left.0 > 0 {
+            return;
+        }
+        let all_ok = left.1;
+        self.binds_left.remove(&r.unit);
+        let still_pending = match &r.unit {
+            UnitKey::Pod(k) => !all_ok && self.pending.contains_key(k),
+            UnitKey::Gang(g) => self
+                .gang_pending
+                .get(g)
+                .is_some_and(|s| s.iter().any(|k| !self.cache.has_pod(k))),
+        };
+        if still_pending {
+            self.queue.backoff(&r.unit, now);
+        } else {
+            self.queue.remove(&r.unit);
+        }
+    }
+
+    fn failed(&mut self, unit: &UnitKey, pods: Vec<Arc<PodInfo>>, d: Diagnosis, now: Instant) {
+        let mut message = d.to_string();
+        debug!(%unit, %message, "unschedulable");
+        let mut preempted = false;
+        if self.config.preemption && d.resolvable && pods.iter().all(|p| !p.never_preempts) {
+            preempted = self.try_preempt(unit, &pods, &mut message);
+        }
+        for p in &pods {
+            if self.reported.get(&p.key) == Some(&message) {
+                continue;
+            }
+            self.reported.insert(p.key.clone(), message.clone());
+            let (client, pod, msg) = (self.client.clone(), p.pod.clone(), message.clone());
+            tokio::spawn(async move {
+                if let Err(e) = report::unschedulable(&client, &pod, &msg).await {
+                    debug!(error = %e, "cannot report why the pod is pending");
+                }
+            });
+        }
+        if preempted {
+            self.queue.backoff(unit, now);
+        } else {
+            self.queue.unschedulable(unit, now);
+        }
+    }
+
+    /// Preempts for the unit unless victims of an earlier preemption are still going.
+    fn try_preempt(&mut self, unit: &UnitKey, pods: &[Arc<PodInfo>], message: &mut String) -> bool {
+        if let Some(victims) = self.preempting.get(unit)
+            && victims.iter().any(|v| self.cache.has_pod(v))
+        {
+            message.push_str("; waiting for preempted pods to terminate");
+            return true;
+        }
+        let Some(profile) = self
+            .profiles
+            .for_name(pods[0].pod.scheduler_name())
+            .cloned()
+        else {
+            return false;
+        };
+        let snap = self.cache.snapshot();
+        let gang;
+        let who = match unit {
+            UnitKey::Pod(_) => Preemptor::Pod(&pods[0]),
+            UnitKey::Gang(g) => {
+                let Some(group) = self.groups.get(g) else {
+                    return false;
+                };
+                gang = GangRequest {
+                    key: g.clone(),
+                    members: pods.to_vec(),
+                    min_member: group.spec.min_member.max(1) as u32,
+                    bound: self.cache.gang_members(g),
+                    topology: group.spec.topology.as_ref().map(|t| TopologyRule {
+                        key: t.key.clone(),
+                        required: t.mode != topology_mode::PREFERRED,
+                    }),
+                };
+                Preemptor::Gang(&gang)
+            }
+        };
+        let Some(plan) = find_victims(&profile, &snap, who, chrono::Utc::now()) else {
+            return false;
+        };
+        drop(snap);
+        info!(%unit, victims = plan.victims.len(), "preempting");
+        message.push_str(&format!(
+            "; preempting {} lower-priority pod(s)",
+            plan.victims.len()
+        ));
+        self.preempting.insert(
+            unit.clone(),
+            plan.victims.iter().map(|v| v.key.clone()).collect(),
+        );
+        let by = unit.to_string();
+        for v in plan.victims {
+            let (client, by) = (self.client.clone(), by.clone());
+            tokio::spawn(async move {
+                if let Err(e) = report::preempt(&client, &v.pod, &by).await {
+                    warn!(pod = %v.key, error = %e, "cannot preempt");
+                }
+            });
+        }
+        for (pod, node) in plan.nominated {
+            if let Some(p) = self.pending.get(&pod) {
+                let (client, p, msg) = (self.client.clone(), p.pod.clone(), message.clone());
+                self.reported.insert(pod.clone(), msg.clone());
+                tokio::spawn(async move {
+                    let _ = report::nominate(&client, &p, &node, &msg).await;
+                });
+            }
+        }
+        true
+    }
+}
+
+/// Orders `p-2` before `p-10`.
+fn natural(a: &str, b: &str) -> std::cmp::Ordering {
+    let split = |s: &str| {
+        let digits = s.len() - s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (head, tail) = s.split_at(s.len() - digits);
+        (head.to_string(), tail.parse::<u64>().unwrap_or(0))
+    };
+    split(a).cmp(&split(b))
+}

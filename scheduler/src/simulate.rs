@@ -1,0 +1,146 @@
+//! The decision without any API: schedule pods and gangs against a set of nodes in memory.
+//! For criterion benchmarks and trace replay (the openb packing benchmark calls
+//! [`Simulator::schedule`] once per arriving pod and reads [`Simulator::gpu_allocation`]).
+//!
+//! ```
+//! use drover_scheduler::Simulator;
+//! use drover_scheduler::testing::{GpuProfile, node, pod};
+//!
+//! let nodes = (0..4).map(|i| node(&format!("n{i}")).gpus(GpuProfile::A100x8).build());
+//! let mut sim = Simulator::new(nodes);
+//! let placed = sim.schedule(pod("ns", "train").gpus(4).build()).unwrap();
+//! assert_eq!(placed.devices[0].ids.len(), 4);
+//! let (used, total) = sim.gpu_allocation();
+//! assert_eq!((used, total), (4000, 32000));
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use drover_api::core::{Node, Pod};
+use drover_api::meta::Time;
+use drover_api::scheduling::{PodGroup, topology_mode};
+
+use crate::algorithm::{Diagnosis, GangRequest, TopologyRule, place_gang, schedule_pod};
+use crate::cache::{Cache, Placement, PlanState, PodInfo, Snapshot};
+use crate::framework::{CycleState, Profile};
+
+/// An in-memory cluster and the scheduler's decision over it.
+#[derive(Debug)]
+pub struct Simulator {
+    cache: Cache,
+    profile: Arc<Profile>,
+}
+
+impl Simulator {
+    /// A cluster of `nodes` with the default profile.
+    pub fn new(nodes: impl IntoIterator<Item = Node>) -> Simulator {
+        Simulator::with_profile(Profile::default_profile(), nodes)
+    }
+
+    pub fn with_profile(profile: Profile, nodes: impl IntoIterator<Item = Node>) -> Simulator {
+        let mut cache = Cache::new();
+        for n in nodes {
+            cache.upsert_node(Arc::new(n));
+        }
+        Simulator {
+            cache,
+            profile: Arc::new(profile),
+        }
+    }
+
+    /// Counts a pod's shape into the workload model the fragmentation score uses (a replay
+    /// may seed it with the trace's distribution).
+    pub fn observe(&mut self, pod: &Pod) {
+        self.cache.observe(&PodInfo::new(Arc::new(pod.clone())));
+    }
+
+    pub fn snapshot(&mut self) -> Arc<Snapshot> {
+        self.cache.snapshot()
+    }
+
+    /// Where the pod would go, without placing it.
+    pub fn decide(&mut self, pod: &Pod) -> Result<Placement, Diagnosis> {
+        let info = Arc::new(PodInfo::new(Arc::new(pod.clone())));
+        let snap = self.cache.snapshot();
+        let mut plan = PlanState::new(&snap);
+        schedule_pod(&self.profile, &mut plan, &info, &mut CycleState::new())
+    }
+
+    /// Places the pod and keeps it there (as if bound). The pod's shape is observed first.
+    pub fn schedule(&mut self, pod: Pod) -> Result<Placement, Diagnosis> {
+        let info = Arc::new(PodInfo::new(Arc::new(pod)));
+        self.cache.observe(&info);
+        let snap = self.cache.snapshot();
+        let mut plan = PlanState::new(&snap);
+        let placement = schedule_pod(&self.profile, &mut plan, &info, &mut CycleState::new())?;
+        drop(plan);
+        drop(snap);
+        self.commit(&info, &placement);
+        Ok(placement)
+    }
+
+    /// Places a gang all or nothing.
+    pub fn schedule_gang(
+        &mut self,
+        group: &PodGroup,
+        pods: Vec<Pod>,
+    ) -> Result<Vec<Placement>, Diagnosis> {
+        let members: Vec<Arc<PodInfo>> = pods
+            .into_iter()
+            .map(|p| Arc::new(PodInfo::new(Arc::new(p))))
+            .collect();
+        for m in &members {
+            self.cache.observe(m);
+        }
+        let gang = GangRequest {
+            key: format!("{}/{}", group.metadata.namespace, group.metadata.name).into(),
+            members: members.clone(),
+            min_member: group.spec.min_member.max(1) as u32,
+            bound: vec![],
+            topology: group.spec.topology.as_ref().map(|t| TopologyRule {
+                key: t.key.clone(),
+                required: t.mode != topology_mode::PREFERRED,
+            }),
+        };
+        let snap = self.cache.snapshot();
+        let placements = place_gang(&self.profile, &PlanState::new(&snap), &gang)?.placements;
+        drop(snap);
+        let by_key: HashMap<&str, &Arc<PodInfo>> = members.iter().map(|m| (&*m.key, m)).collect();
+        for p in &placements {
+            if let Some(info) = by_key.get(&*p.pod) {
+                self.commit(info, p);
+            }
+        }
+        Ok(placements)
+    }
+
+    fn commit(&mut self, info: &Arc<PodInfo>, placement: &Placement) {
+        let mut bound = (*info.pod).clone();
+        bound.spec.node_name = placement.node_name.to_string();
+        bound.spec.device_assignments = placement.devices.clone();
+        bound.status.start_time = Some(Time::default().max(chrono::Utc::now()));
+        let bound = PodInfo::with_priority(Arc::new(bound), info.priority, info.never_preempts);
+        self.cache.add_bound_pod(Arc::new(bound));
+    }
+
+    /// Takes a pod off its node (finished or deleted).
+    pub fn remove(&mut self, namespace: &str, name: &str) {
+        self.cache.remove_pod(&format!("{namespace}/{name}"));
+    }
+
+    /// GPU thousandths allocated and in all (healthy devices).
+    pub fn gpu_allocation(&mut self) -> (u64, u64) {
+        let snap = self.cache.snapshot();
+        let mut used = 0;
+        let mut total = 0;
+        for (_, n) in snap.nodes() {
+            if let Some(set) = n.gpus() {
+                let cap = u64::from(set.healthy.count_ones()) * 1000;
+                total += cap;
+                used += cap - set.free_total();
+            }
+        }
+        (used, total)
+    }
+}
