@@ -245,7 +245,8 @@ impl GarbageCollector {
         if finalizers.iter().any(|f| f == FOREGROUND_FINALIZER) {
             for d in &mine {
                 if d.meta().deletion_timestamp.is_none() {
-                    self.delete_dependent(d, "Foreground").await?;
+                    // Dependents go in the background: pods have no dependents of their own to wait for.
+                    self.delete_dependent(d, "Background").await?;
                 }
             }
             if mine.is_empty() {

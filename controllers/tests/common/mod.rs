@@ -177,9 +177,17 @@ pub async fn active_pods(client: &Client, ns: &str, job: &str) -> Vec<Pod> {
 pub async fn bind(client: &Client, pod: &Pod, node: &str) {
     let api: Api<Pod> = client.namespaced(&pod.metadata.namespace);
     let b = Binding::new(&pod.metadata.namespace, &pod.metadata.name, node, vec![]);
-    api.create_subresource(&pod.metadata.name, "binding", &b)
-        .await
-        .expect("bind");
+    for _ in 0..20 {
+        match api
+            .create_subresource(&pod.metadata.name, "binding", &b)
+            .await
+        {
+            Ok(_) => return,
+            Err(e) if e.is_conflict() => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("bind: {e}"),
+        }
+    }
+    panic!("bind: kept conflicting");
 }
 
 pub async fn set_phase(client: &Client, pod: &Pod, phase: &str) {
