@@ -1,0 +1,337 @@
+//! The embedded store's single writer: group commit of queued transactions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use redb::{Durability, ReadableTable, Table};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, error};
+
+use super::{
+    KV, LOG, MAX_BATCH, META, META_COMPACTED, META_REVISION, Request, Shared, backend, codec,
+    corrupt_key, error_chain,
+};
+use crate::storage::{
+    Change, ChangeBatch, ChangeKind, Compare, KeyValue, Op, Revision, StoreError, Txn, TxnResult,
+};
+
+/// The thread that owns every write. See the module documentation.
+pub(super) struct Writer {
+    shared: Arc<Shared>,
+    live: broadcast::Sender<Arc<ChangeBatch>>,
+    /// Committed state; a batch works on copies and stores them back only once committed.
+    revision: Revision,
+    compacted: Revision,
+}
+
+/// What one request did inside a batch that has not been committed yet.
+enum Outcome {
+    Txn(Result<TxnResult, StoreError>),
+    Compact(Result<(), StoreError>),
+}
+
+/// A batch applied to a write transaction, ready to commit.
+struct Applied {
+    outcomes: Vec<Outcome>,
+    published: Vec<Arc<ChangeBatch>>,
+    revision: Revision,
+    compacted: Revision,
+}
+
+impl Writer {
+    /// Starts the writer thread, which stops once every sender of `queue` is gone and the queue
+    /// is drained.
+    pub(super) fn spawn(
+        shared: Arc<Shared>,
+        live: broadcast::Sender<Arc<ChangeBatch>>,
+        queue: mpsc::Receiver<Request>,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let writer = Self {
+            revision: shared.revision.load(Ordering::Acquire),
+            compacted: shared.compacted.load(Ordering::Acquire),
+            shared,
+            live,
+        };
+        std::thread::Builder::new()
+            .name("drover-store-writer".into())
+            .spawn(move || writer.run(queue))
+    }
+
+    fn run(mut self, mut queue: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = queue.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+        }
+        debug!("store writer stopped");
+    }
+
+    /// Applies and commits `batch`, then answers every request in it and publishes the changes.
+    fn commit(&mut self, batch: &mut Vec<Request>) {
+        let span = tracing::debug_span!("store_commit", requests = batch.len());
+        let _enter = span.enter();
+        match self.apply(batch) {
+            Ok(applied) => {
+                self.revision = applied.revision;
+                self.compacted = applied.compacted;
+                self.shared
+                    .compacted
+                    .store(applied.compacted, Ordering::Release);
+                self.shared
+                    .revision
+                    .store(applied.revision, Ordering::Release);
+                for (request, outcome) in batch.drain(..).zip(applied.outcomes) {
+                    // A caller that stopped waiting has nothing to be told.
+                    match (request, outcome) {
+                        (Request::Txn { reply, .. }, Outcome::Txn(result)) => {
+                            let _ = reply.send(result);
+                        }
+                        (Request::Compact { reply, .. }, Outcome::Compact(result)) => {
+                            let _ = reply.send(result);
+                        }
+                        // `apply` pushes one outcome of the request's own kind per request;
+                        // should that break, the caller sees `Closed` rather than a wrong answer.
+                        _ => error!("store writer paired a request with a wrong outcome"),
+                    }
+                }
+                for changes in applied.published {
+                    // No receivers is fine: nobody is watching.
+                    let _ = self.live.send(changes);
+                }
+                debug!(revision = self.revision, "committed");
+            }
+            Err(err) => {
+                error!(error = %err, requests = batch.len(), "store commit failed; batch dropped");
+                let message = format!(
+                    "the commit of a batch of {} failed: {}",
+                    batch.len(),
+                    error_chain(&err)
+                );
+                for request in batch.drain(..) {
+                    let failed = || StoreError::Backend {
+                        message: message.clone(),
+                        source: None,
+                    };
+                    match request {
+                        Request::Txn { reply, .. } => {
+                            let _ = reply.send(Err(failed()));
+                        }
+                        Request::Compact { reply, .. } => {
+                            let _ = reply.send(Err(failed()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&self, batch: &[Request]) -> Result<Applied, StoreError> {
+        let mut wtx = self
+            .shared
+            .db
+            .begin_write()
+            .map_err(|e| backend("cannot begin a write transaction", e))?;
+        wtx.set_durability(Durability::Immediate)
+            .map_err(|e| backend("cannot set durability", e))?;
+        let mut revision = self.revision;
+        let mut compacted = self.compacted;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut published = Vec::new();
+        {
+            let mut kv = wtx
+                .open_table(KV)
+                .map_err(|e| backend("cannot open table kv", e))?;
+            let mut log = wtx
+                .open_table(LOG)
+                .map_err(|e| backend("cannot open table log", e))?;
+            for request in batch {
+                match request {
+                    Request::Txn { txn, .. } => {
+                        let result = match apply_txn(&mut kv, &mut log, txn, revision)? {
+                            TxnStep::Applied(changes) => {
+                                revision = changes.revision;
+                                published.push(Arc::new(changes));
+                                Ok(TxnResult {
+                                    succeeded: true,
+                                    revision,
+                                    failed_compare: None,
+                                })
+                            }
+                            TxnStep::Unchanged => Ok(TxnResult {
+                                succeeded: true,
+                                revision,
+                                failed_compare: None,
+                            }),
+                            TxnStep::CompareFailed(index) => Ok(TxnResult {
+                                succeeded: false,
+                                revision,
+                                failed_compare: Some(index),
+                            }),
+                            TxnStep::Corrupt(err) => Err(err),
+                        };
+                        outcomes.push(Outcome::Txn(result));
+                    }
+                    Request::Compact { revision: to, .. } => {
+                        let result = if *to > revision {
+                            Err(StoreError::FutureRevision {
+                                requested: *to,
+                                current: revision,
+                            })
+                        } else {
+                            if *to > compacted {
+                                log.retain_in(compacted..=*to, |_, _| false)
+                                    .map_err(|e| backend("cannot drop history", e))?;
+                                compacted = *to;
+                            }
+                            Ok(())
+                        };
+                        outcomes.push(Outcome::Compact(result));
+                    }
+                }
+            }
+            let mut meta = wtx
+                .open_table(META)
+                .map_err(|e| backend("cannot open table meta", e))?;
+            meta.insert(META_REVISION, revision)
+                .map_err(|e| backend("cannot write meta revision", e))?;
+            meta.insert(META_COMPACTED, compacted)
+                .map_err(|e| backend("cannot write meta compacted", e))?;
+        }
+        wtx.commit()
+            .map_err(|e| backend("cannot commit a write transaction", e))?;
+        Ok(Applied {
+            outcomes,
+            published,
+            revision,
+            compacted,
+        })
+    }
+}
+
+/// What applying one transaction did.
+enum TxnStep {
+    /// The ops changed something, at the next revision.
+    Applied(ChangeBatch),
+    /// The compares held but the ops changed nothing (no ops, or deletes of absent keys).
+    Unchanged,
+    /// The compare at this index failed; nothing was written.
+    CompareFailed(usize),
+    /// A record this transaction reads is corrupt; nothing was written.
+    Corrupt(StoreError),
+}
+
+/// Applies one transaction on top of `current` inside the batch's write transaction. An `Err` is
+/// a storage failure that dooms the whole batch; a problem of this transaction alone is a
+/// [`TxnStep`].
+fn apply_txn(
+    kv: &mut Table<&[u8], &[u8]>,
+    log: &mut Table<u64, &[u8]>,
+    txn: &Txn,
+    current: Revision,
+) -> Result<TxnStep, StoreError> {
+    for (index, Compare::ModRevision { key, revision }) in txn.compares.iter().enumerate() {
+        let found = match kv
+            .get(key.as_ref())
+            .map_err(|e| backend("cannot read a key", e))?
+        {
+            Some(raw) => match codec::decode_mod_revision(raw.value()) {
+                Ok(found) => found,
+                Err(message) => return Ok(TxnStep::Corrupt(corrupt_key(key, message))),
+            },
+            None => 0,
+        };
+        if found != *revision {
+            return Ok(TxnStep::CompareFailed(index));
+        }
+    }
+
+    // Every read happens before any write, so a corrupt record leaves the batch untouched.
+    let revision = current + 1;
+    let mut state: HashMap<Bytes, Option<KeyValue>> = HashMap::new();
+    let mut changes = Vec::with_capacity(txn.ops.len());
+    for op in &txn.ops {
+        let key = match op {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        };
+        let prev = match state.get(key) {
+            Some(prev) => prev.clone(),
+            None => match kv
+                .get(key.as_ref())
+                .map_err(|e| backend("cannot read a key", e))?
+            {
+                Some(raw) => match codec::decode_record(key.clone(), raw.value()) {
+                    Ok(prev) => Some(prev),
+                    Err(message) => return Ok(TxnStep::Corrupt(corrupt_key(key, message))),
+                },
+                None => None,
+            },
+        };
+        let (next, change) = match (op, prev) {
+            (Op::Put { value, .. }, prev) => {
+                let kv = KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+                    mod_revision: revision,
+                };
+                let change = Change {
+                    kind: ChangeKind::Put,
+                    kv: kv.clone(),
+                    prev,
+                };
+                (Some(kv), Some(change))
+            }
+            (Op::Delete { .. }, Some(prev)) => {
+                let change = Change {
+                    kind: ChangeKind::Delete,
+                    kv: KeyValue {
+                        mod_revision: revision,
+                        ..prev.clone()
+                    },
+                    prev: Some(prev),
+                };
+                (None, Some(change))
+            }
+            (Op::Delete { .. }, None) => (None, None),
+        };
+        state.insert(key.clone(), next);
+        changes.extend(change);
+    }
+    if changes.is_empty() {
+        return Ok(TxnStep::Unchanged);
+    }
+
+    let mut record = Vec::new();
+    for (key, value) in &state {
+        match value {
+            Some(value) => {
+                record.clear();
+                codec::encode_record(
+                    &mut record,
+                    value.create_revision,
+                    value.mod_revision,
+                    &value.value,
+                );
+                kv.insert(key.as_ref(), record.as_slice())
+                    .map_err(|e| backend("cannot write a key", e))?;
+            }
+            None => {
+                kv.remove(key.as_ref())
+                    .map_err(|e| backend("cannot delete a key", e))?;
+            }
+        }
+    }
+    let batch = ChangeBatch { revision, changes };
+    log.insert(revision, codec::encode_batch(&batch).as_slice())
+        .map_err(|e| backend("cannot append to the log", e))?;
+    Ok(TxnStep::Applied(batch))
+}
