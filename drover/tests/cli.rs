@@ -302,6 +302,55 @@ fn describe_shows_the_object_and_its_events() {
     assert!(fails(&["describe", "pod", "nope", "-n", ns]).contains("NotFound (404)"));
 }
 
+const GPU_NODE: &str = "apiVersion: v1
+kind: Node
+metadata:
+  name: t-gpu-node
+  labels: {nvidia.com/gpu.count: \"2\", nvidia.com/gpu.product: NVIDIA-H100, node-role.kubernetes.io/worker: \"\"}
+spec:
+  taints: [{key: nvidia.com/gpu, effect: NoSchedule}]
+status:
+  capacity: {cpu: \"64\", nvidia.com/gpu: \"2\"}
+  allocatable: {cpu: \"63\", nvidia.com/gpu: \"2\"}
+  conditions: [{type: Ready, status: \"True\", reason: KubeletReady}]
+  addresses: [{type: InternalIP, address: 10.0.0.5}]
+  nodeInfo: {kernelVersion: 6.1.0, osImage: Ubuntu 22.04, kubeletVersion: v0.1}
+  devices:
+    devices:
+    - {id: gpu-0, resource: nvidia.com/gpu, index: 0, model: H100, memoryMib: 81559, numaNode: 0, health: Healthy}
+    - {id: gpu-1, resource: nvidia.com/gpu, index: 1, model: H100, memoryMib: 81559, health: Unhealthy, healthReason: XID 79}
+    links:
+    - {a: gpu-0, b: gpu-1, kind: NVLink, lanes: 18}
+";
+
+#[test]
+fn nodes_show_gpus_devices_and_topology() {
+    let dir = tempfile::tempdir().expect("dir");
+    ok(&["apply", "-f", &write(dir.path(), "node.yaml", GPU_NODE)]);
+    let wide = ok(&["get", "no", "t-gpu-node", "-o", "wide"]);
+    let row: Vec<&str> = wide
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..3], ["t-gpu-node", "Ready", "worker"], "{wide}");
+    assert_eq!(row.last(), Some(&"2×NVIDIA-H100"), "{wide}");
+    let out = ok(&["describe", "node", "t-gpu-node"]);
+    for want in [
+        "Taints:",
+        "nvidia.com/gpu:NoSchedule",
+        "Capacity:",
+        "Allocatable:",
+        "gpu-1   H100",
+        "Unhealthy (XID 79)",
+        "gpu-0 <-> gpu-1  NVLink x18",
+        "Events:",
+    ] {
+        assert!(out.contains(want), "no {want:?} in:\n{out}");
+    }
+}
+
 #[test]
 fn delete_by_name_selector_and_file() {
     let dir = tempfile::tempdir().expect("dir");

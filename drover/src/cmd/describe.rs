@@ -10,7 +10,8 @@ use drover_api::resource::KindInfo;
 use serde_json::Value;
 
 use super::apply::LAST_APPLIED;
-use super::printers::{self, NONE, age_of, or, s};
+use super::printers::{self, NONE, or, s};
+use super::text::{Out, arr, num};
 use super::{GlobalArgs, kind_arg, namespace_or_default};
 
 #[derive(clap::Args, Debug)]
@@ -150,7 +151,7 @@ fn pod(w: &mut Out, obj: &Value) {
     w.line(0, "Containers:");
     for c in arr(obj, "/spec/containers") {
         let status = statuses.iter().find(|st| s(st, "/name") == s(c, "/name"));
-        container(w, c, status);
+        container(w, 2, c, Some(status));
     }
     let gpus = arr(obj, "/spec/deviceAssignments");
     if !gpus.is_empty() {
@@ -179,9 +180,12 @@ fn pod(w: &mut Out, obj: &Value) {
     w.list(0, "Tolerations", &tolerations);
 }
 
-fn container(w: &mut Out, c: &Value, status: Option<&Value>) {
-    w.line(2, &format!("{}:", s(c, "/name")));
-    w.field(4, "Image", s(c, "/image"));
+/// A container; `status` is `None` in a pod template (no state to show), `Some(None)` for a
+/// container that has not reported yet.
+fn container(w: &mut Out, base: usize, c: &Value, status: Option<Option<&Value>>) {
+    let inner = base + 2;
+    w.line(base, &format!("{}:", s(c, "/name")));
+    w.field(inner, "Image", s(c, "/image"));
     for (key, p) in [("Command", "/command"), ("Args", "/args")] {
         let parts: Vec<String> = arr(c, p)
             .iter()
@@ -189,26 +193,26 @@ fn container(w: &mut Out, c: &Value, status: Option<&Value>) {
             .map(String::from)
             .collect();
         if !parts.is_empty() {
-            w.line(4, &format!("{key}:"));
+            w.line(inner, &format!("{key}:"));
             for part in parts {
-                w.line(6, &part);
+                w.line(inner + 2, &part);
             }
         }
     }
-    if let Some(st) = status {
+    if let Some(Some(st)) = status {
         let state = st.get("state").unwrap_or(&Value::Null);
         if let Some(r) = state.get("running") {
-            w.field(4, "State", "Running");
-            w.field(6, "Started", s(r, "/startedAt"));
+            w.field(inner, "State", "Running");
+            w.field(inner + 2, "Started", s(r, "/startedAt"));
         } else if let Some(t) = state.get("terminated") {
-            w.field(4, "State", "Terminated");
-            w.field(6, "Reason", s(t, "/reason"));
-            w.field(6, "Exit Code", &num(t, "/exitCode"));
-            w.field(6, "Started", s(t, "/startedAt"));
-            w.field(6, "Finished", s(t, "/finishedAt"));
+            w.field(inner, "State", "Terminated");
+            w.field(inner + 2, "Reason", s(t, "/reason"));
+            w.field(inner + 2, "Exit Code", &num(t, "/exitCode"));
+            w.field(inner + 2, "Started", s(t, "/startedAt"));
+            w.field(inner + 2, "Finished", s(t, "/finishedAt"));
         } else if let Some(wt) = state.get("waiting") {
-            w.field(4, "State", "Waiting");
-            w.field(6, "Reason", s(wt, "/reason"));
+            w.field(inner, "State", "Waiting");
+            w.field(inner + 2, "Reason", s(wt, "/reason"));
         }
         w.field(
             4,
@@ -218,17 +222,17 @@ fn container(w: &mut Out, c: &Value, status: Option<&Value>) {
                 .unwrap_or(false)
                 .to_string(),
         );
-        w.field(4, "Restart Count", &num(st, "/restartCount"));
-    } else {
-        w.field(4, "State", "Waiting");
+        w.field(inner, "Restart Count", &num(st, "/restartCount"));
+    } else if status.is_some() {
+        w.field(inner, "State", "Waiting");
     }
-    w.map(4, "Limits", c.pointer("/resources/limits"), &[]);
-    w.map(4, "Requests", c.pointer("/resources/requests"), &[]);
+    w.resources(inner, "Limits", c.pointer("/resources/limits"));
+    w.resources(inner, "Requests", c.pointer("/resources/requests"));
     let env: Vec<String> = arr(c, "/env")
         .iter()
         .map(|e| format!("{}: {}", s(e, "/name"), s(e, "/value")))
         .collect();
-    w.list(4, "Environment", &env);
+    w.list(inner, "Environment", &env);
 }
 
 fn node(w: &mut Out, obj: &Value) {
@@ -250,8 +254,8 @@ fn node(w: &mut Out, obj: &Value) {
     for a in arr(obj, "/status/addresses") {
         w.field(2, s(a, "/type"), s(a, "/address"));
     }
-    w.map(0, "Capacity", obj.pointer("/status/capacity"), &[]);
-    w.map(0, "Allocatable", obj.pointer("/status/allocatable"), &[]);
+    w.resources(0, "Capacity", obj.pointer("/status/capacity"));
+    w.resources(0, "Allocatable", obj.pointer("/status/allocatable"));
     if let Some(info) = obj.pointer("/status/nodeInfo") {
         w.value(0, "System Info", info);
     }
@@ -268,7 +272,7 @@ fn node(w: &mut Out, obj: &Value) {
                 vec![
                     s(d, "/id").to_string(),
                     s(d, "/model").to_string(),
-                    format!("{}Mi", num(d, "/memoryMiB")),
+                    format!("{}Mi", num(d, "/memoryMib")),
                     d.get("numaNode")
                         .and_then(Value::as_u64)
                         .map_or(NONE.into(), |n| n.to_string()),
@@ -349,196 +353,7 @@ fn job(w: &mut Out, obj: &Value) {
     );
     w.line(2, "Containers:");
     for c in arr(obj, "/spec/template/spec/containers") {
-        container(w, c, None);
+        container(w, 4, c, None);
     }
     w.conditions(obj, false);
-}
-
-fn arr<'a>(obj: &'a Value, p: &str) -> &'a [Value] {
-    obj.pointer(p)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-}
-
-fn num(obj: &Value, p: &str) -> String {
-    match obj.pointer(p) {
-        Some(Value::Number(n)) => n.to_string(),
-        _ => "0".into(),
-    }
-}
-
-/// `minMember` → `Min Member`, as kubectl's generic describer spells keys.
-fn title(key: &str) -> String {
-    let mut out = String::new();
-    for (i, ch) in key.chars().enumerate() {
-        if i == 0 {
-            out.extend(ch.to_uppercase());
-        } else if ch.is_uppercase() && !out.ends_with(' ') {
-            out.push(' ');
-            out.push(ch);
-        } else {
-            out.push(ch);
-        }
-    }
-    out
-}
-
-/// The text being built.
-#[derive(Default)]
-struct Out(String);
-
-/// Width the `Key:` column is padded to.
-const KEY_WIDTH: usize = 21;
-
-impl Out {
-    fn line(&mut self, indent: usize, text: &str) {
-        self.0.push_str(&" ".repeat(indent));
-        self.0.push_str(text);
-        self.0.push('\n');
-    }
-
-    fn field(&mut self, indent: usize, key: &str, value: &str) {
-        let key = format!("{key}:");
-        let pad = KEY_WIDTH.saturating_sub(indent + key.len()).max(1);
-        self.line(
-            indent,
-            format!("{key}{}{value}", " ".repeat(pad)).trim_end(),
-        );
-    }
-
-    /// A map, one `k=v` per line (`<none>` when empty), leaving out `skip`.
-    fn map(&mut self, indent: usize, key: &str, v: Option<&Value>, skip: &[&str]) {
-        let entries: Vec<String> = v
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| !skip.contains(&k.as_str()))
-            .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}={s}"),
-                other => format!("{k}={other}"),
-            })
-            .collect();
-        self.list(indent, key, &entries);
-    }
-
-    fn list(&mut self, indent: usize, key: &str, entries: &[String]) {
-        if entries.is_empty() {
-            return self.field(indent, key, NONE);
-        }
-        self.field(indent, key, &entries[0]);
-        let pad = " ".repeat(KEY_WIDTH.saturating_sub(indent).max(key.len() + 2));
-        for e in &entries[1..] {
-            self.line(indent, &format!("{pad}{e}"));
-        }
-    }
-
-    /// Any JSON value, nested fields indented.
-    fn value(&mut self, indent: usize, key: &str, v: &Value) {
-        match v {
-            Value::Object(m) if m.is_empty() => self.field(indent, &title(key), NONE),
-            Value::Object(m) => {
-                self.line(indent, &format!("{}:", title(key)));
-                for (k, v) in m {
-                    self.value(indent + 2, k, v);
-                }
-            }
-            Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
-                let parts: Vec<String> = items.iter().map(scalar).collect();
-                self.field(indent, &title(key), &or(&parts.join(", "), NONE));
-            }
-            Value::Array(items) => {
-                self.line(indent, &format!("{}:", title(key)));
-                for (i, item) in items.iter().enumerate() {
-                    self.value(indent + 2, &format!("[{i}]"), item);
-                }
-            }
-            other => self.field(indent, &title(key), &scalar(other)),
-        }
-    }
-
-    fn table(&mut self, indent: usize, headers: &[&str], rows: &[Vec<String>]) {
-        let dashes: Vec<String> = headers.iter().map(|h| "-".repeat(h.len())).collect();
-        let mut all = vec![dashes];
-        all.extend(rows.iter().cloned());
-        for l in printers::table(headers, &all).lines() {
-            self.line(indent, l);
-        }
-    }
-
-    fn conditions(&mut self, obj: &Value, with_times: bool) {
-        let conds = arr(obj, "/status/conditions");
-        if conds.is_empty() {
-            return;
-        }
-        self.line(0, "Conditions:");
-        let rows: Vec<Vec<String>> = conds
-            .iter()
-            .map(|c| {
-                let mut r = vec![s(c, "/type").to_string(), s(c, "/status").to_string()];
-                if with_times {
-                    r.push(or(s(c, "/lastHeartbeatTime"), NONE));
-                }
-                r.extend([s(c, "/reason").to_string(), s(c, "/message").to_string()]);
-                r
-            })
-            .collect();
-        let headers: &[&str] = if with_times {
-            &["Type", "Status", "LastHeartbeatTime", "Reason", "Message"]
-        } else {
-            &["Type", "Status", "Reason", "Message"]
-        };
-        self.table(2, headers, &rows);
-    }
-
-    fn events(&mut self, events: &[Value]) {
-        if events.is_empty() {
-            self.field(0, "Events", NONE);
-            return;
-        }
-        self.line(0, "Events:");
-        let now = Utc::now();
-        let rows: Vec<Vec<String>> = events
-            .iter()
-            .map(|e| {
-                let seen = age_of(
-                    [
-                        "/lastTimestamp",
-                        "/eventTime",
-                        "/metadata/creationTimestamp",
-                    ]
-                    .iter()
-                    .find_map(|p| e.pointer(p).filter(|v| !v.is_null())),
-                    now,
-                );
-                let count = e.get("count").and_then(Value::as_i64).unwrap_or(1);
-                let age = if count > 1 {
-                    let first = age_of(e.pointer("/firstTimestamp"), now);
-                    format!("{seen} (x{count} over {first})")
-                } else {
-                    seen
-                };
-                let from = match s(e, "/source/component") {
-                    "" => s(e, "/reportingComponent"),
-                    c => c,
-                };
-                vec![
-                    s(e, "/type").to_string(),
-                    s(e, "/reason").to_string(),
-                    age,
-                    from.to_string(),
-                    s(e, "/message").to_string(),
-                ]
-            })
-            .collect();
-        self.table(2, &["Type", "Reason", "Age", "From", "Message"], &rows);
-    }
-}
-
-fn scalar(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => NONE.into(),
-        other => other.to_string(),
-    }
 }

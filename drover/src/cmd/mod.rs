@@ -7,6 +7,7 @@ pub mod get;
 pub mod logs;
 pub mod manifest;
 pub mod printers;
+pub mod text;
 pub mod up;
 
 use std::path::PathBuf;
