@@ -39,6 +39,9 @@ pub mod reason {
     pub const POD_GROUP_PHASE: &str = "PodGroupPhaseChanged";
 }
 
+/// (involved object uid, reason, message): what makes two events the same.
+type EventKey = (String, String, String);
+
 #[derive(Clone, Debug)]
 struct Seen {
     namespace: String,
@@ -53,7 +56,7 @@ pub struct Recorder {
     clock: Clock,
     host: String,
     // Lock order: only this lock, never held across an await.
-    seen: Arc<Mutex<HashMap<(String, String, String), Seen>>>,
+    seen: Arc<Mutex<HashMap<EventKey, Seen>>>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -182,7 +185,7 @@ impl Recorder {
         Ok(())
     }
 
-    fn remember(&self, key: (String, String, String), seen: Seen) {
+    fn remember(&self, key: EventKey, seen: Seen) {
         let mut map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_REMEMBERED && !map.contains_key(&key) {
             map.clear();

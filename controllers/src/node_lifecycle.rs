@@ -340,10 +340,11 @@ impl NodeLifecycle {
             precondition_uid: Some(pod.metadata.uid.clone()),
             ..Default::default()
         };
-        if let Err(e) = api.delete(&pod.metadata.name, &params).await {
-            if !e.is_not_found() && !e.is_conflict() {
-                tracing::warn!(pod = %pod.metadata.name, error = %e, "cannot delete failed pod");
-            }
+        if let Err(e) = api.delete(&pod.metadata.name, &params).await
+            && !e.is_not_found()
+            && !e.is_conflict()
+        {
+            tracing::warn!(pod = %pod.metadata.name, error = %e, "cannot delete failed pod");
         }
     }
 

@@ -26,6 +26,8 @@ enum Command {
     Up(cmd::up::Args),
     /// Run the API server alone.
     Apiserver(cmd::up::ApiserverArgs),
+    /// Run the controller manager (jobs, gangs, node lifecycle, garbage collection).
+    Controllers(cmd::controllers::Args),
     /// Create or update objects from YAML or JSON files.
     Apply(cmd::apply::Args),
     /// List objects, or show one.
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(a) => cmd::up::run_up(a, &cli.global).await,
             Command::Apiserver(a) => cmd::up::run_apiserver(a, &cli.global).await,
+            Command::Controllers(a) => cmd::controllers::run(a, &cli.global).await,
             Command::Apply(a) => cmd::apply::run(a, &cli.global).await,
             Command::Get(a) => cmd::get::run(a, &cli.global).await,
             Command::Describe(a) => cmd::describe::run(a, &cli.global).await,

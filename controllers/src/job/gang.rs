@@ -322,10 +322,10 @@ async fn publish_master_addr(c: &JobController, key: &str, job: &Job, current: &
     for p in current.iter().filter(|p| {
         is_active(p) && p.metadata.annotations.get(MASTER_ADDR_ANNOTATION) != Some(&addr)
     }) {
-        if let Err(e) = api.patch(&p.metadata.name, &patch).await {
-            if !e.is_not_found() {
-                tracing::warn!(job = %key, pod = %p.metadata.name, error = %e, "cannot publish MASTER_ADDR");
-            }
+        if let Err(e) = api.patch(&p.metadata.name, &patch).await
+            && !e.is_not_found()
+        {
+            tracing::warn!(job = %key, pod = %p.metadata.name, error = %e, "cannot publish MASTER_ADDR");
         }
     }
 }

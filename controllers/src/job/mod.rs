@@ -200,10 +200,10 @@ impl JobController {
         let patch =
             serde_json::json!({"metadata": {"annotations": {pods::COUNTED_ANNOTATION: "true"}}});
         for p in pods.iter().filter(|p| uids.contains(&p.metadata.uid)) {
-            if let Err(e) = api.patch(&p.metadata.name, &patch).await {
-                if !e.is_not_found() {
-                    tracing::warn!(job = %key, pod = %p.metadata.name, error = %e, "cannot mark pod counted");
-                }
+            if let Err(e) = api.patch(&p.metadata.name, &patch).await
+                && !e.is_not_found()
+            {
+                tracing::warn!(job = %key, pod = %p.metadata.name, error = %e, "cannot mark pod counted");
             }
         }
     }

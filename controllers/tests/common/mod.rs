@@ -63,23 +63,25 @@ pub async fn add_node(client: &Client, name: &str) {
 
 /// Settings for tests that do not exercise node health (nodes never heartbeat there).
 pub fn job_config() -> ControllersConfig {
-    let mut c = fast_config();
-    c.node_monitor_grace_period = Duration::from_secs(600);
-    c
+    ControllersConfig {
+        node_monitor_grace_period: Duration::from_secs(600),
+        ..fast_config()
+    }
 }
 
 /// Fast settings for tests.
 pub fn fast_config() -> ControllersConfig {
-    let mut c = ControllersConfig::default();
-    c.node_monitor_grace_period = Duration::from_secs(2);
-    c.node_monitor_period = Duration::from_millis(200);
-    c.pod_eviction_timeout = Duration::from_secs(1);
-    c.node_eviction_rate = 10.0;
-    c.gc_period = Duration::from_millis(500);
-    c.lease_duration = Duration::from_secs(2);
-    c.renew_deadline = Duration::from_millis(1500);
-    c.retry_period = Duration::from_millis(300);
-    c
+    ControllersConfig {
+        node_monitor_grace_period: Duration::from_secs(2),
+        node_monitor_period: Duration::from_millis(200),
+        pod_eviction_timeout: Duration::from_secs(1),
+        node_eviction_rate: 10.0,
+        gc_period: Duration::from_millis(500),
+        lease_duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_millis(1500),
+        retry_period: Duration::from_millis(300),
+        ..Default::default()
+    }
 }
 
 pub struct Manager {

@@ -1,6 +1,7 @@
 //! The subcommands, and what they share: global flags, client setup, error rendering.
 
 pub mod apply;
+pub mod controllers;
 pub mod delete;
 pub mod describe;
 pub mod get;

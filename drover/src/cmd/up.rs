@@ -128,7 +128,8 @@ pub async fn run_up(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
 
     // The other components of the control plane start here, each as a task on this runtime,
     // against the API server above (scheduler, controllers, a local node agent).
-    let components: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut components: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    components.push(tokio::spawn(super::controllers::run_in_process(client.clone())));
 
     if args.demo {
         let lines = super::apply::apply_text(&client, DEMO_MANIFEST, "demo.yaml").await?;
