@@ -26,6 +26,10 @@ enum Command {
     Up(cmd::up::Args),
     /// Run the API server alone.
     Apiserver(cmd::up::ApiserverArgs),
+    /// Run this machine's node agent against --server.
+    Agent(cmd::agent::Args),
+    /// Run the scheduler alone, against --server.
+    Scheduler(cmd::scheduler::Args),
     /// Run the controller manager (jobs, gangs, node lifecycle, garbage collection).
     Controllers(cmd::controllers::Args),
     /// Create or update objects from YAML or JSON files.
@@ -54,6 +58,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(a) => cmd::up::run_up(a, &cli.global).await,
             Command::Apiserver(a) => cmd::up::run_apiserver(a, &cli.global).await,
+            Command::Agent(a) => cmd::agent::run(a, &cli.global).await,
+            Command::Scheduler(a) => cmd::scheduler::run(a, &cli.global).await,
             Command::Controllers(a) => cmd::controllers::run(a, &cli.global).await,
             Command::Apply(a) => cmd::apply::run(a, &cli.global).await,
             Command::Get(a) => cmd::get::run(a, &cli.global).await,

@@ -19,5 +19,5 @@ pub mod testing;
 mod report;
 mod service;
 
-pub use service::{SchedulerConfig, SchedulerError, run};
+pub use service::{DEFAULT_BIND_CONCURRENCY, SchedulerConfig, SchedulerError, run};
 pub use simulate::Simulator;

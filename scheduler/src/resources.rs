@@ -149,7 +149,9 @@ mod tests {
 
     #[test]
     fn requests_in_scheduler_units() {
-        let cases: &[(&str, &[(&str, &str)], i64, i64, u32, u32)] = &[
+        // (case, requests, cpu milli, memory, whole gpus, share)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], i64, i64, u32, u32);
+        let cases: &[Case] = &[
             (
                 "cpu and memory",
                 &[("cpu", "500m"), ("memory", "1Gi")],

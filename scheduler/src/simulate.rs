@@ -124,6 +124,13 @@ impl Simulator {
         self.cache.add_bound_pod(Arc::new(bound));
     }
 
+    /// Adds a pod already bound (`spec.nodeName` set); devices it does not name are taken from
+    /// the best free ones. For loading a cluster before measuring.
+    pub fn add_bound(&mut self, pod: Pod) {
+        self.cache
+            .add_bound_pod(Arc::new(PodInfo::new(Arc::new(pod))));
+    }
+
     /// Takes a pod off its node (finished or deleted).
     pub fn remove(&mut self, namespace: &str, name: &str) {
         self.cache.remove_pod(&format!("{namespace}/{name}"));

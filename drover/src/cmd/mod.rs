@@ -1,11 +1,13 @@
 //! The subcommands, and what they share: global flags, client setup, error rendering.
 
+pub mod agent;
 pub mod apply;
 pub mod controllers;
 pub mod delete;
 pub mod describe;
 pub mod get;
 pub mod logs;
+pub mod scheduler;
 pub mod manifest;
 pub mod printers;
 pub mod text;

@@ -39,6 +39,12 @@ pub struct Args {
     /// Apply the demo manifest once the control plane is up.
     #[arg(long)]
     pub demo: bool,
+    /// Also run N simulated (hollow) nodes in this process.
+    #[arg(long, default_value_t = 0)]
+    pub simulate_nodes: usize,
+    /// Device profile of the simulated nodes: h100-8, a100-8, l4-4, cpu, or a YAML file.
+    #[arg(long, default_value = "h100-8")]
+    pub node_profile: String,
 }
 
 impl ApiserverArgs {
@@ -61,7 +67,7 @@ impl ApiserverArgs {
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
-async fn stop_signal() {
+pub async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -130,6 +136,9 @@ pub async fn run_up(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
     // against the API server above (scheduler, controllers, a local node agent).
     let mut components: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     components.push(tokio::spawn(super::controllers::run_in_process(client.clone())));
+    let agent_dir = args.apiserver.data_dir.clone().map_or_else(|| drover_home().map(|h| h.join("agent")), |d| Ok(d.join("agent")))?;
+    components.extend(super::agent::spawn_for_up(&client, agent_dir, args.simulate_nodes, &args.node_profile).await?);
+    components.push(tokio::spawn(super::scheduler::run_in_process(client.clone())));
 
     if args.demo {
         let lines = super::apply::apply_text(&client, DEMO_MANIFEST, "demo.yaml").await?;

@@ -21,6 +21,10 @@ pub const MAX_DEVICES: usize = 64;
 /// Above this many candidate sets the choice is greedy instead of exhaustive.
 pub const MAX_EXHAUSTIVE_SETS: u64 = 4096;
 
+/// How a candidate set ranks: slowest link, one NUMA node, sum of links, NUMA best fit,
+/// connectivity of what is left free (larger is better).
+type SetKey = (u32, bool, u64, std::cmp::Reverse<u64>, u64);
+
 /// Link ranks and NUMA placement of a node's devices of one resource.
 pub struct Topology {
     n: usize,
@@ -170,7 +174,7 @@ impl Topology {
                 .filter(|&&b| self.numa[b] == self.numa[a])
                 .count() as u64
         };
-        let mut best: Option<((u32, bool, u64, std::cmp::Reverse<u64>, u64), u64)> = None;
+        let mut best: Option<(SetKey, u64)> = None;
         let mut combo: Vec<usize> = (0..count as usize).collect();
         loop {
             let set: Vec<usize> = combo.iter().map(|&i| candidates[i]).collect();

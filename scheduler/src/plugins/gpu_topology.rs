@@ -215,7 +215,8 @@ mod tests {
                 share_milli: None,
             }]),
         );
-        let cases: Vec<(&str, NodeInfo, Arc<PodInfo>, Option<Vec<String>>)> = vec![
+        type Case = (&'static str, NodeInfo, Arc<PodInfo>, Option<Vec<String>>);
+        let cases: Vec<Case> = vec![
             (
                 "4 on a100 stay on one socket",
                 node("a").gpus(GpuProfile::A100x8).info(),
