@@ -1,36 +1,79 @@
-//! Fragmentation: prefers the placement that fragments free GPU capacity least, measured
-//! against the workload's request distribution (in the spirit of FGD, Weng et al., ATC 2023).
+//! Fragmentation: Fragmentation Gradient Descent (FGD, Weng et al., USENIX ATC 2023). Prefers
+//! the placement that fragments free GPU capacity least, measured against the workload's request
+//! distribution.
 //!
 //! A node's fragmentation for one request shape is the GPU capacity (in thousandths) it has free
-//! but cannot give that shape: all of it when the shape does not fit the node at all (cpu or
-//! GPUs short), else the free part of devices too small for it (partly used devices, for a
-//! whole-GPU shape; devices with less than the share left, for a share). Its expected
-//! fragmentation weighs the shapes by popularity. The score is minus the increase the pod's
-//! placement causes, so whole nodes, sockets and NVLink groups stay free for large requests and
-//! shares pack onto devices already shared.
+//! but cannot give that shape: all of it when the shape does not fit the node at all (cpu short,
+//! too few whole free GPUs, no device with the share left), else the free part of devices too
+//! small for it (partly used devices, for a whole-GPU shape; devices with less than the share
+//! left, for a share). Its expected fragmentation weighs the shapes by popularity
+//! ([`WorkloadModel`](crate::cache::WorkloadModel)). The raw score is minus the increase (the
+//! gradient) the pod's placement causes on the node.
+//!
+//! Beyond the paper: the normalisation keeps every node whose gradient is within
+//! [`DEFAULT_TOLERANCE_MILLI`] of the best near the top, so the packing scores of the profile
+//! (MostAllocated) break near-ties — among placements that fragment equally, the fullest node
+//! wins and empty nodes stay empty for the large requests.
 
 use std::sync::Arc;
 
+use serde::Deserialize;
+
 use super::gpu_topology::{DeviceChoice, choose};
 use crate::cache::topology::bits;
-use crate::cache::workload::Shape;
+use crate::cache::workload::{GpuClass, Shape, classes_of};
 use crate::cache::{NodeInfo, PlanState, PodInfo};
+use crate::framework::registry::parse_args;
 use crate::framework::{
-    CycleState, Plugin, PreFilter, RegistryError, Score, Status, normalize_min_max,
+    CycleState, MAX_NODE_SCORE, Plugin, PreFilter, RegistryError, Score, Status, normalize_min_max,
 };
 use crate::resources::FULL_DEVICE_MILLI;
 
 pub const NAME: &str = "Fragmentation";
+/// A gradient this many thousandths of a GPU (expected fragment) worse than the best scores
+/// zero; closer ones are near-ties that packing may break.
+pub const DEFAULT_TOLERANCE_MILLI: f64 = 10.0;
+/// Raw scores carry the gradient in millionths of a GPU.
+const RAW_PER_MILLI: f64 = 1000.0;
 
-#[derive(Debug, Default)]
-pub struct Fragmentation;
-
-pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
-    Ok(Arc::new(Fragmentation))
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Args {
+    /// Near-tie tolerance in thousandths of a GPU; 0 ranks by the gradient alone (min-max).
+    #[serde(default = "default_tolerance")]
+    pub tolerance_milli: f64,
 }
 
-/// The workload's shapes for this cycle.
-struct Shapes(Vec<(Shape, f64)>);
+fn default_tolerance() -> f64 {
+    DEFAULT_TOLERANCE_MILLI
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            tolerance_milli: DEFAULT_TOLERANCE_MILLI,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Fragmentation {
+    args: Args,
+}
+
+pub fn new(args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
+    let args: Args = parse_args(NAME, args)?;
+    if !(args.tolerance_milli >= 0.0 && args.tolerance_milli.is_finite()) {
+        return Err(RegistryError::args(
+            NAME,
+            format!("toleranceMilli {} must be ≥ 0", args.tolerance_milli),
+        ));
+    }
+    Ok(Arc::new(Fragmentation { args }))
+}
+
+/// The workload's shapes for this cycle, grouped by GPU part.
+struct Classes(Vec<GpuClass>);
 
 impl Plugin for Fragmentation {
     fn name(&self) -> &'static str {
@@ -46,105 +89,187 @@ impl Plugin for Fragmentation {
 
 impl PreFilter for Fragmentation {
     fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, cluster: &PlanState<'_>) -> Status {
-        let mut shapes = cluster.workload().shapes().to_vec();
-        if shapes.is_empty() && pod.request.wants_gpu() {
+        let mut classes = cluster.workload().classes().to_vec();
+        if classes.is_empty() && pod.request.wants_gpu() {
             // Nothing learnt yet: measure against the pod's own shape.
-            shapes.push((Shape::of(&pod.request), 1.0));
+            classes = classes_of(&[(Shape::of(&pod.request), 1.0)]);
         }
-        state.insert(Shapes(shapes));
+        state.insert(Classes(classes));
         Status::success()
     }
 }
 
-/// Free cpu and per-device free thousandths (healthy GPUs only) of a node.
-struct Free {
-    cpu: i64,
-    gpus: Vec<u32>,
+/// Free GPU thousandths a pod of `class` cannot use, given that its cpu fits: `gpus` are the
+/// free thousandths of each healthy device, `total` their sum.
+pub fn class_fragment(gpus: &[u32], total: u32, class: &GpuClass) -> u32 {
+    if class.whole_gpus > 0 {
+        let whole = gpus.iter().filter(|f| **f >= FULL_DEVICE_MILLI).count() as u32;
+        if whole < class.whole_gpus {
+            total
+        } else {
+            gpus.iter().filter(|f| **f < FULL_DEVICE_MILLI).sum()
+        }
+    } else if class.share_milli > 0 {
+        if gpus.iter().any(|f| *f >= class.share_milli) {
+            gpus.iter().filter(|f| **f < class.share_milli).sum()
+        } else {
+            total
+        }
+    } else {
+        // A cpu-only pod can use no GPU: all of it is a fragment to it.
+        total
+    }
 }
 
-fn free_of(node: &NodeInfo) -> Option<Free> {
-    let set = node.gpus()?;
-    let gpus = (0..set.free_milli.len())
-        .filter(|&i| set.is_healthy(i))
-        .map(|i| set.free_milli[i])
-        .collect();
-    Some(Free {
-        cpu: node.free_cpu_milli(),
-        gpus,
-    })
-}
-
-/// Expected fragmentation of `free` against `shapes`, in thousandths of a GPU.
-fn fragmentation(free: &Free, shapes: &[(Shape, f64)]) -> f64 {
-    let total: u32 = free.gpus.iter().sum();
+/// Expected fragmentation of a node with `free_cpu` millicores and devices with `gpus` free
+/// thousandths (healthy ones), against the workload `classes`, in thousandths of a GPU.
+pub fn node_fragmentation(free_cpu: i64, gpus: &[u32], classes: &[GpuClass]) -> f64 {
+    let total: u32 = gpus.iter().sum();
     if total == 0 {
         return 0.0;
     }
-    let whole = free
-        .gpus
+    classes
         .iter()
-        .filter(|f| **f >= FULL_DEVICE_MILLI)
-        .count() as u32;
-    shapes
-        .iter()
-        .map(|(s, w)| {
-            let fits_cpu = s.cpu_milli <= free.cpu;
-            let frag: u32 = if !fits_cpu || (s.whole_gpus > 0 && whole < s.whole_gpus) {
-                total
-            } else if s.whole_gpus > 0 {
-                free.gpus.iter().filter(|f| **f < FULL_DEVICE_MILLI).sum()
-            } else if s.share_milli > 0 {
-                let small: u32 = free.gpus.iter().filter(|f| **f < s.share_milli).sum();
-                if small == total { total } else { small }
-            } else {
-                0
-            };
-            w * f64::from(frag)
+        .map(|c| {
+            let fit = c.weight_fitting(free_cpu);
+            fit * f64::from(class_fragment(gpus, total, c)) + (c.weight - fit) * f64::from(total)
         })
         .sum()
 }
 
-/// `free` after the pod takes `choice` on `node`.
-fn after(node: &NodeInfo, pod: &PodInfo, choice: &DeviceChoice) -> Option<Free> {
+/// Free cpu and per-device free thousandths (healthy GPUs only) of a node, and where each
+/// entry of `gpus` sits in the device set.
+struct Free {
+    cpu: i64,
+    gpus: Vec<u32>,
+    index: Vec<usize>,
+}
+
+fn free_of(node: &NodeInfo) -> Option<Free> {
     let set = node.gpus()?;
-    let mut milli = set.free_milli.clone();
+    let index: Vec<usize> = (0..set.free_milli.len())
+        .filter(|&i| set.is_healthy(i))
+        .collect();
+    Some(Free {
+        cpu: node.free_cpu_milli(),
+        gpus: index.iter().map(|&i| set.free_milli[i]).collect(),
+        index,
+    })
+}
+
+/// The gradient of placing `pod` on `node` with `choice`: fragmentation after minus before.
+fn gradient(
+    node: &NodeInfo,
+    pod: &PodInfo,
+    choice: &DeviceChoice,
+    before: &Free,
+    classes: &[GpuClass],
+) -> Option<f64> {
+    let set = node.gpus()?;
+    let mut gpus = before.gpus.clone();
     for (si, mask) in &choice.whole {
         if *node.devices[*si].resource == *set.resource {
             for b in bits(*mask) {
-                milli[b] = 0;
+                if let Some(k) = before.index.iter().position(|&i| i == b) {
+                    gpus[k] = 0;
+                }
             }
         }
     }
-    if let Some((_, di, m)) = choice.share {
-        milli[di] = milli[di].saturating_sub(m);
+    if let Some((_, di, m)) = choice.share
+        && let Some(k) = before.index.iter().position(|&i| i == di)
+    {
+        gpus[k] = gpus[k].saturating_sub(m);
     }
-    let gpus = (0..milli.len())
-        .filter(|&i| set.is_healthy(i))
-        .map(|i| milli[i])
+    let cpu = before.cpu - pod.request.res.cpu_milli;
+    Some(
+        node_fragmentation(cpu, &gpus, classes)
+            - node_fragmentation(before.cpu, &before.gpus, classes),
+    )
+}
+
+/// The device (index in the node's GPU set) a share of `milli` should take by the gradient:
+/// the one whose use raises the node's fragmentation least (ties to the fuller device, then
+/// the lower index). `None` when no device holds the share.
+pub fn share_device_for(
+    free_cpu_after: i64,
+    free_milli: &[u32],
+    healthy: impl Fn(usize) -> bool,
+    milli: u32,
+    classes: &[GpuClass],
+) -> Option<usize> {
+    let mut gpus: Vec<u32> = (0..free_milli.len())
+        .map(|i| if healthy(i) { free_milli[i] } else { 0 })
         .collect();
-    Some(Free {
-        cpu: node.free_cpu_milli() - pod.request.res.cpu_milli,
-        gpus,
-    })
+    let mut best: Option<(f64, u32, usize)> = None;
+    let mut seen: Vec<u32> = Vec::new();
+    for i in 0..gpus.len() {
+        let f = gpus[i];
+        // Devices with the same free thousandths leave the same node behind.
+        if !healthy(i) || f < milli || seen.contains(&f) {
+            continue;
+        }
+        seen.push(f);
+        gpus[i] = f - milli;
+        let frag = node_fragmentation(free_cpu_after, &gpus, classes);
+        gpus[i] = f;
+        let key = (frag, f, i);
+        if best.is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
+            best = Some(key);
+        }
+    }
+    best.map(|b| b.2)
+}
+
+/// The gradient's choice of device for the pod's GPU share on `node`, for the device-choosing
+/// plugin to follow (`None`: no share, no workload learnt, or no device holds it).
+pub fn share_device(state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Option<usize> {
+    let Classes(classes) = state.get::<Classes>()?;
+    let set = node.gpus()?;
+    let milli = pod.request.gpu_share_milli;
+    if milli == 0 || classes.is_empty() {
+        return None;
+    }
+    share_device_for(
+        node.free_cpu_milli() - pod.request.res.cpu_milli,
+        &set.free_milli,
+        |i| set.is_healthy(i),
+        milli,
+        classes,
+    )
 }
 
 impl Score for Fragmentation {
     fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        let Some(Shapes(shapes)) = state.get::<Shapes>() else {
+        let Some(Classes(classes)) = state.get::<Classes>() else {
             return 0;
         };
         let (Some(before), Some(choice)) = (free_of(node), choose(pod, node)) else {
             return 0;
         };
-        let Some(after) = after(node, pod, &choice) else {
-            return 0;
-        };
-        let delta = fragmentation(&after, shapes) - fragmentation(&before, shapes);
-        -(delta * 1000.0) as i64
+        gradient(node, pod, &choice, &before, classes)
+            .map_or(0, |delta| -(delta * RAW_PER_MILLI).round() as i64)
     }
 
     fn normalize(&self, scores: &mut [i64]) {
-        normalize_min_max(scores, false);
+        if self.args.tolerance_milli <= 0.0 {
+            normalize_min_max(scores, false);
+            return;
+        }
+        normalize_tolerance(scores, self.args.tolerance_milli * RAW_PER_MILLI);
+    }
+}
+
+/// The best raw score maps to the top and a score `tolerance` or more below it to zero,
+/// linearly between: near-ties stay close (other scores may break them), clearly worse
+/// gradients fall to the bottom whatever the spread of the rest.
+fn normalize_tolerance(scores: &mut [i64], tolerance: f64) {
+    let Some(&best) = scores.iter().max() else {
+        return;
+    };
+    for s in scores.iter_mut() {
+        let gap = ((best - *s) as f64 / tolerance).min(1.0);
+        *s = MAX_NODE_SCORE - (gap * MAX_NODE_SCORE as f64).round() as i64;
     }
 }
 
@@ -154,6 +279,124 @@ mod tests {
     use crate::cache::Snapshot;
     use crate::testing::{GpuProfile, node, pod};
 
+    fn class(whole_gpus: u32, share_milli: u32, cpu: &[(i64, f64)]) -> GpuClass {
+        let mut acc = 0.0;
+        GpuClass {
+            whole_gpus,
+            share_milli,
+            cpu_cumulative: cpu
+                .iter()
+                .map(|(c, w)| {
+                    acc += w;
+                    (*c, acc)
+                })
+                .collect(),
+            weight: acc,
+        }
+    }
+
+    #[test]
+    fn fragment_per_class_by_hand() {
+        let gpus = [1000, 1000, 600, 200];
+        // (case, class, fragment)
+        let cases = [
+            ("1 gpu: the partly used ones", class(1, 0, &[(0, 1.0)]), 800),
+            ("4 gpus: only 2 whole, all", class(4, 0, &[(0, 1.0)]), 2800),
+            ("share 500: the 200 left", class(0, 500, &[(0, 1.0)]), 200),
+            ("share 700: 600 and 200", class(0, 700, &[(0, 1.0)]), 800),
+            (
+                "share 1000: both partly used",
+                class(0, 1000, &[(0, 1.0)]),
+                800,
+            ),
+            ("cpu only: every free gpu", class(0, 0, &[(0, 1.0)]), 2800),
+        ];
+        for (name, c, want) in cases {
+            assert_eq!(class_fragment(&gpus, 2800, &c), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn expected_fragmentation_by_hand() {
+        // Half the pods want 4 cores and half a GPU, half 8 cores and one GPU.
+        let classes = [class(0, 500, &[(4000, 0.5)]), class(1, 0, &[(8000, 0.5)])];
+        let gpus = [1000, 600, 200];
+        // 6 cores free: the share fits (200 is its fragment), the whole GPU does not (cpu):
+        // 0.5 × 200 + 0.5 × 1800.
+        assert_eq!(node_fragmentation(6000, &gpus, &classes), 1000.0);
+        // 10 cores free: the whole GPU fits, 600 + 200 partly used: 0.5 × 200 + 0.5 × 800.
+        assert_eq!(node_fragmentation(10_000, &gpus, &classes), 500.0);
+        // Nothing free, nothing fragmented.
+        assert_eq!(node_fragmentation(10_000, &[0, 0], &classes), 0.0);
+    }
+
+    #[test]
+    fn cpu_classes_count_only_what_fits() {
+        let c = class(
+            1,
+            0,
+            &[(2000, 0.25), (4000, 0.25), (4000, 0.25), (16_000, 0.25)],
+        );
+        assert_eq!(c.weight_fitting(1000), 0.0);
+        assert_eq!(c.weight_fitting(2000), 0.25);
+        assert_eq!(c.weight_fitting(8000), 0.75);
+        assert_eq!(c.weight_fitting(64_000), 1.0);
+    }
+
+    #[test]
+    fn gradient_by_hand() {
+        let classes = [class(0, 500, &[(0, 0.5)]), class(1, 0, &[(0, 0.5)])];
+        let cpu = 64_000;
+        // Before: [1000, 600]: 0 for the share, 600 for the whole GPU → 300.
+        let before = node_fragmentation(cpu, &[1000, 600], &classes);
+        assert_eq!(before, 300.0);
+        // A 500 share on the 600 device: [1000, 100] → 0.5 × 100 + 0.5 × 100 = 100 (−200).
+        assert_eq!(
+            node_fragmentation(cpu, &[1000, 100], &classes) - before,
+            -200.0
+        );
+        // On the empty device: [500, 600] → 0 + 0.5 × 1100 = 550 (+250).
+        assert_eq!(
+            node_fragmentation(cpu, &[500, 600], &classes) - before,
+            250.0
+        );
+        assert_eq!(
+            share_device_for(cpu, &[1000, 600], |_| true, 500, &classes),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn share_device_follows_the_gradient_not_best_fit() {
+        // Everyone asks for 400: a 300 share on the 400 device strands 100 (best fit would
+        // take it); on an empty device it leaves 700, still good for a 400.
+        let classes = [class(0, 400, &[(0, 1.0)])];
+        let free = [400, 1000, 1000];
+        assert_eq!(
+            share_device_for(64_000, &free, |_| true, 300, &classes),
+            Some(1)
+        );
+        // Unhealthy devices and devices without room are never chosen.
+        assert_eq!(
+            share_device_for(64_000, &free, |i| i == 0, 300, &classes),
+            Some(0)
+        );
+        assert_eq!(
+            share_device_for(64_000, &[200], |_| true, 300, &classes),
+            None
+        );
+    }
+
+    #[test]
+    fn normalisation_keeps_near_ties_close() {
+        // Tolerance 10 thousandths = 10_000 raw.
+        let mut s = vec![0, -5_000, -10_000, -50_000];
+        normalize_tolerance(&mut s, 10_000.0);
+        assert_eq!(s, vec![100, 50, 0, 0]);
+        assert!(new(&serde_json::json!({"toleranceMilli": -1.0})).is_err());
+        assert!(new(&serde_json::json!({"toleranceMilli": 0.0})).is_ok());
+    }
+
     #[test]
     fn shares_pack_onto_shared_devices() {
         let mut shared = node("a").gpus(GpuProfile::L4x4).info();
@@ -162,14 +405,15 @@ mod tests {
         let p = pod("ns", "p").gpu_share(300).info();
         let snap = Snapshot::default();
         let mut state = CycleState::new();
-        Fragmentation.pre_filter(&mut state, &p, &PlanState::new(&snap));
+        let plugin = Fragmentation::default();
+        plugin.pre_filter(&mut state, &p, &PlanState::new(&snap));
         let whole = pod("ns", "w").gpus(1).info();
-        state.insert(Shapes(vec![
+        state.insert(Classes(classes_of(&[
             (Shape::of(&p.request), 0.5),
             (Shape::of(&whole.request), 0.5),
-        ]));
-        let on_shared = Fragmentation.score(&state, &p, &shared);
-        let on_fresh = Fragmentation.score(&state, &p, &fresh);
+        ])));
+        let on_shared = plugin.score(&state, &p, &shared);
+        let on_fresh = plugin.score(&state, &p, &fresh);
         assert!(on_shared > on_fresh, "{on_shared} vs {on_fresh}");
     }
 
@@ -178,13 +422,12 @@ mod tests {
         let gpu_node = node("g").cpu("8").gpus(GpuProfile::L4x4).info();
         let cpu_node = node("c").cpu("8").info();
         let mut state = CycleState::new();
-        state.insert(Shapes(vec![(
+        state.insert(Classes(classes_of(&[(
             Shape::of(&pod("ns", "t").cpu("4").gpus(1).info().request),
             1.0,
-        )]));
+        )])));
         let p = pod("ns", "p").cpu("6").info();
-        assert!(
-            Fragmentation.score(&state, &p, &gpu_node) < Fragmentation.score(&state, &p, &cpu_node)
-        );
+        let plugin = Fragmentation::default();
+        assert!(plugin.score(&state, &p, &gpu_node) < plugin.score(&state, &p, &cpu_node));
     }
 }
