@@ -19,7 +19,7 @@ pub const GPU_RESOURCE: &str = NVIDIA_GPU;
 pub const FULL_DEVICE_MILLI: u32 = 1000;
 
 /// Amounts of resources: cpu (millicores), memory (bytes), pods, and extended resources.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Resources {
     pub cpu_milli: i64,
     pub memory: i64,

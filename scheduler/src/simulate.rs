@@ -21,7 +21,9 @@ use drover_api::core::{Node, Pod};
 use drover_api::meta::Time;
 use drover_api::scheduling::{PodGroup, topology_mode};
 
-use crate::algorithm::{Diagnosis, GangRequest, TopologyRule, place_gang, schedule_pod};
+use crate::algorithm::{
+    Diagnosis, GangRequest, Search, TopologyRule, place_gang, schedule_pod, schedule_pod_with,
+};
 use crate::cache::{Cache, Placement, PlanState, PodInfo, Snapshot};
 use crate::framework::{CycleState, Profile};
 
@@ -61,10 +63,26 @@ impl Simulator {
 
     /// Where the pod would go, without placing it.
     pub fn decide(&mut self, pod: &Pod) -> Result<Placement, Diagnosis> {
+        self.decide_with(pod, Search::Classes)
+    }
+
+    /// [`Simulator::decide`], visiting nodes as `search` says (the property tests compare).
+    pub fn decide_with(&mut self, pod: &Pod, search: Search) -> Result<Placement, Diagnosis> {
         let info = Arc::new(PodInfo::new(Arc::new(pod.clone())));
         let snap = self.cache.snapshot();
         let mut plan = PlanState::new(&snap);
-        schedule_pod(&self.profile, &mut plan, &info, &mut CycleState::new())
+        schedule_pod_with(
+            &self.profile,
+            &mut plan,
+            &info,
+            &mut CycleState::new(),
+            search,
+        )
+    }
+
+    /// Node equivalence classes in the cluster now.
+    pub fn node_classes(&mut self) -> usize {
+        self.cache.snapshot().classes().len()
     }
 
     /// Places the pod and keeps it there (as if bound). The pod's shape is observed first.

@@ -5,10 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use drover_api::core::Node;
+use drover_api::core::{Affinity, PodAffinity, PodAffinityTerm, TopologySpreadConstraint};
 use drover_api::scheduling::PodGroup;
 use drover_scheduler::Simulator;
+use drover_scheduler::algorithm::Search;
 use drover_scheduler::cache::Placement;
-use drover_scheduler::testing::{GpuProfile, node, pod};
+use drover_scheduler::testing::{GpuProfile, node, pod, selector};
 use proptest::prelude::*;
 
 fn profile(i: u8) -> GpuProfile {
@@ -140,5 +142,87 @@ proptest! {
             }
         }
         check(&nodes, &placed)?;
+    }
+}
+
+/// A pod for the class test: (cpu, gpus, share, rule) where rule picks a node selector, a
+/// required pod affinity or anti-affinity by rack, a spread constraint, or nothing.
+fn class_pod(i: usize, (c, gpus, share): (u8, u8, u16), rule: u8) -> drover_api::core::Pod {
+    let mut b = pod("ns", &format!("q{i}"))
+        .cpu(&c.to_string())
+        .label("app", if i % 2 == 0 { "a" } else { "b" });
+    if gpus > 0 {
+        b = b.gpus(u32::from(gpus));
+    }
+    if share > 0 {
+        b = b.gpu_share(u32::from(share));
+    }
+    let term = PodAffinityTerm {
+        label_selector: Some(selector("app", "a")),
+        topology_key: "rack".into(),
+        ..Default::default()
+    };
+    let required = PodAffinity {
+        required_during_scheduling_ignored_during_execution: vec![term],
+        ..Default::default()
+    };
+    match rule % 6 {
+        1 => b.node_selector("rack", "r1"),
+        2 => b.affinity(Affinity {
+            pod_affinity: Some(required),
+            ..Default::default()
+        }),
+        3 => b.affinity(Affinity {
+            pod_anti_affinity: Some(required),
+            ..Default::default()
+        }),
+        4 => b.spread(TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "rack".into(),
+            when_unsatisfiable: "DoNotSchedule".into(),
+            label_selector: Some(selector("app", "a")),
+            ..Default::default()
+        }),
+        _ => b,
+    }
+    .build()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Node classes change the cost of a decision, never the decision: on random clusters
+    /// (with racks, taints and load) every pod goes where visiting every node would put it.
+    #[test]
+    fn classes_decide_as_every_node_does(
+        shapes in proptest::collection::vec((0u8..3, 0u8..=3, 0u8..4), 1..12),
+        pods in proptest::collection::vec((pod_shape(), 0u8..6), 1..30),
+    ) {
+        let nodes: Vec<Node> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, (p, unhealthy, rack))| {
+                let mut b = node(&format!("n{i}"))
+                    .cpu("32")
+                    .gpus(profile(*p))
+                    .label("rack", &format!("r{rack}"));
+                if *unhealthy & 1 != 0 {
+                    b = b.unhealthy(1);
+                }
+                if *rack == 3 {
+                    b = b.taint("maintenance", "PreferNoSchedule");
+                }
+                b.build()
+            })
+            .collect();
+        let mut sim = Simulator::new(nodes);
+        for (i, (shape, rule)) in pods.iter().enumerate() {
+            let p = class_pod(i, *shape, *rule);
+            let by_class = sim.decide_with(&p, Search::Classes).ok();
+            let by_node = sim.decide_with(&p, Search::PerNode).ok();
+            prop_assert_eq!(&by_class, &by_node, "pod {}", i);
+            // Commit it, so later pods see load, affinity and spread counts.
+            let _ = sim.schedule(p);
+        }
     }
 }

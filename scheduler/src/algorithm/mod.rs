@@ -7,9 +7,11 @@ pub mod gang;
 pub mod planner;
 pub mod preemption;
 pub mod schedule_one;
+pub mod search;
 
 pub use diagnosis::Diagnosis;
 pub use gang::{GangRequest, TopologyRule, place_gang};
 pub use planner::{BatchPlanner, GreedyPlanner, PlanOutcome, PlannerError};
 pub use preemption::{PreemptionPlan, Preemptor, find_victims};
-pub use schedule_one::schedule_pod;
+pub use schedule_one::{schedule_pod, schedule_pod_with};
+pub use search::Search;

@@ -7,6 +7,7 @@ use crate::cache::{NodeInfo, Placement, PlanState, PodInfo};
 use crate::framework::{Code, CycleState, Profile, Status};
 
 use super::diagnosis::Diagnosis;
+use super::search::{Search, best_node};
 
 /// Restricts a cycle to some nodes (a gang's topology domain), by index, sorted.
 #[derive(Clone, Debug)]
@@ -137,22 +138,42 @@ pub fn schedule_pod(
     pod: &Arc<PodInfo>,
     state: &mut CycleState,
 ) -> Result<Placement, Diagnosis> {
-    pre_filter(profile, state, pod, plan)?;
+    schedule_pod_with(profile, plan, pod, state, Search::Classes)
+}
+
+/// The best node by visiting every candidate node, each with every plugin (the reference).
+fn best_node_per_node(
+    profile: &Profile,
+    state: &CycleState,
+    pod: &PodInfo,
+    plan: &PlanState<'_>,
+) -> Option<usize> {
     let feasible = feasible_nodes(profile, state, pod, plan);
-    if feasible.is_empty() {
-        return Err(diagnose(profile, state, pod, plan));
-    }
     let scores = score_nodes(profile, state, pod, plan, &feasible);
     // Highest score; ties to the lowest node index, so decisions are reproducible.
-    let mut best = 0;
-    for k in 1..feasible.len() {
-        if (scores[k], std::cmp::Reverse(feasible[k]))
-            > (scores[best], std::cmp::Reverse(feasible[best]))
-        {
-            best = k;
-        }
-    }
-    let idx = feasible[best];
+    feasible
+        .iter()
+        .zip(&scores)
+        .max_by_key(|(i, s)| (**s, std::cmp::Reverse(**i)))
+        .map(|(i, _)| *i)
+}
+
+/// [`schedule_pod`] with a choice of how nodes are visited.
+pub fn schedule_pod_with(
+    profile: &Profile,
+    plan: &mut PlanState<'_>,
+    pod: &Arc<PodInfo>,
+    state: &mut CycleState,
+    search: Search,
+) -> Result<Placement, Diagnosis> {
+    pre_filter(profile, state, pod, plan)?;
+    let best = match search {
+        Search::Classes => best_node(profile, state, pod, plan),
+        Search::PerNode => best_node_per_node(profile, state, pod, plan),
+    };
+    let Some(idx) = best else {
+        return Err(diagnose(profile, state, pod, plan));
+    };
     let Some(node) = plan.node(idx) else {
         return Err(Diagnosis::note(
             plan.snapshot().len(),

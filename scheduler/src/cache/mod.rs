@@ -6,6 +6,7 @@
 //! counts as used at once; it is confirmed when the watch shows the pod bound, forgotten when
 //! its binding fails, and expires if neither happens within [`DEFAULT_ASSUME_TTL`].
 
+pub mod classes;
 pub mod node_info;
 pub mod plan;
 pub mod pod_info;

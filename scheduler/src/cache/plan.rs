@@ -90,6 +90,18 @@ impl<'a> PlanState<'a> {
         out
     }
 
+    /// Whether the plan changed node `idx` (its class in the snapshot no longer describes it).
+    pub fn is_changed(&self, idx: usize) -> bool {
+        self.changed.contains_key(&idx)
+    }
+
+    /// Nodes the plan changed, in index order.
+    pub fn changed_nodes(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self.changed.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
     fn node_mut(&mut self, idx: usize) -> Option<&mut NodeInfo> {
         if !self.changed.contains_key(&idx) {
             let copy = self.base.node(idx)?.clone();

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::classes::ClassIndex;
 use super::node_info::NodeInfo;
 use super::workload::WorkloadModel;
 use crate::resources::{GPU_RESOURCE, PodRequest};
@@ -90,6 +91,7 @@ pub struct Snapshot {
     nodes: Vec<Option<Arc<NodeInfo>>>,
     by_name: HashMap<Arc<str>, usize>,
     index: ShapeIndex,
+    classes: ClassIndex,
     count: usize,
     /// Pods with required anti-affinity on any node (others must respect them).
     pub anti_affinity_pods: usize,
@@ -136,6 +138,11 @@ impl Snapshot {
         self.index.candidates(r)
     }
 
+    /// Nodes by equivalence class (same free shape, taints and flags).
+    pub fn classes(&self) -> &ClassIndex {
+        &self.classes
+    }
+
     /// Adds or replaces a node.
     pub fn put(&mut self, info: NodeInfo) -> usize {
         let idx = match self.by_name.get(&*info.name) {
@@ -151,6 +158,7 @@ impl Snapshot {
             self.count += 1;
         }
         self.index.set(idx, Some(&info));
+        self.classes.set(idx, Some(&info));
         self.nodes[idx] = Some(Arc::new(info));
         idx
     }
@@ -163,6 +171,7 @@ impl Snapshot {
         f(Arc::make_mut(node));
         let node = self.nodes[idx].clone();
         self.index.set(idx, node.as_deref());
+        self.classes.set(idx, node.as_deref());
     }
 
     /// Removes a node (its slot stays for reuse by the same name).
@@ -173,6 +182,7 @@ impl Snapshot {
             self.count -= 1;
         }
         self.index.set(idx, None);
+        self.classes.set(idx, None);
         old
     }
 }

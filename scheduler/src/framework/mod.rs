@@ -46,10 +46,31 @@ pub enum BindError {
     },
 }
 
+/// What a plugin's filter verdict and score on a node depend on, for one pod in one cycle
+/// (asked after the pre-filters ran). The decision evaluates [`NodeView::Shape`] plugins once per
+/// node equivalence class (see [`crate::cache::classes`]) instead of once per node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeView {
+    /// Nothing about the node: the filter passes everywhere and the score is the same on every
+    /// node (e.g. node affinity for a pod without any), so the plugin is skipped.
+    Neutral,
+    /// Only what a node class shares: allocatable and requested resources (of the pod count,
+    /// only whether one more pod fits), devices (resource, topology, health, free thousandths
+    /// per device, not their ids), taints and `spec.unschedulable`.
+    Shape,
+    /// Anything else (labels, name, the pods on the node): evaluated node by node.
+    PerNode,
+}
+
 /// A plugin: a named struct that implements the extension points it needs and exposes them
 /// through these accessors (the default says "not at this point").
 pub trait Plugin: Send + Sync {
     fn name(&self) -> &'static str;
+    /// What its filter and score read of a node for this pod; the safe default is
+    /// [`NodeView::PerNode`].
+    fn node_view(&self, _state: &CycleState, _pod: &PodInfo) -> NodeView {
+        NodeView::PerNode
+    }
     fn as_pre_filter(&self) -> Option<&dyn PreFilter> {
         None
     }
@@ -78,7 +99,9 @@ pub trait Filter {
 }
 
 /// How good one feasible node is for the pod; `normalize` maps the raw scores of all feasible
-/// nodes to 0..=[`MAX_NODE_SCORE`].
+/// nodes to 0..=[`MAX_NODE_SCORE`]. A normalised score must depend only on the raw score and the
+/// *set* of raw scores (not how many nodes share each value): node classes pass one value per
+/// class.
 pub trait Score {
     fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64;
     fn normalize(&self, _scores: &mut [i64]) {}

@@ -86,7 +86,11 @@ impl Registry {
             plugins::least_allocated::NAME,
             plugins::least_allocated::new,
         );
-        r.register(plugins::fragmentation::NAME, plugins::fragmentation::new);
+        // Fragmentation reads only free shape; the adapter says so (see `shape_only`).
+        r.register(
+            plugins::fragmentation::NAME,
+            plugins::shape_only::fragmentation,
+        );
         r.register(plugins::gang_permit::NAME, plugins::gang_permit::new);
         r
     }

@@ -10,7 +10,7 @@ use drover_api::core::DeviceAssignment;
 use crate::cache::topology::bits;
 use crate::cache::{NodeInfo, Placement, PodInfo};
 use crate::framework::{
-    CycleState, Filter, Plugin, PluginError, RegistryError, Reserve, Score, Status,
+    CycleState, Filter, NodeView, Plugin, PluginError, RegistryError, Reserve, Score, Status,
 };
 use crate::resources::{GPU_RESOURCE, GPU_SHARE_RESOURCE};
 
@@ -118,6 +118,9 @@ pub fn assignments(pod: &PodInfo, node: &NodeInfo, c: &DeviceChoice) -> Vec<Devi
 impl Plugin for GpuTopology {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn node_view(&self, _: &CycleState, _: &PodInfo) -> NodeView {
+        NodeView::Shape
     }
     fn as_filter(&self) -> Option<&dyn Filter> {
         Some(self)

@@ -11,7 +11,8 @@ use drover_api::core::{Pod, PodAffinityTerm};
 
 use crate::cache::{NodeInfo, PlanState, PodInfo};
 use crate::framework::{
-    CycleState, Filter, Plugin, PreFilter, RegistryError, Score, Status, normalize_min_max,
+    CycleState, Filter, NodeView, Plugin, PreFilter, RegistryError, Score, Status,
+    normalize_min_max,
 };
 
 pub const NAME: &str = "InterPodAffinity";
@@ -95,6 +96,13 @@ fn terms(pod: &Pod) -> Terms<'_> {
 impl Plugin for InterPodAffinity {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn node_view(&self, state: &CycleState, _: &PodInfo) -> NodeView {
+        // Inactive: no terms of its own and no existing anti-affinity; nothing filters or scores.
+        match state.get::<AffinityState>() {
+            Some(s) if !s.active => NodeView::Neutral,
+            _ => NodeView::PerNode,
+        }
     }
     fn as_pre_filter(&self) -> Option<&dyn PreFilter> {
         Some(self)

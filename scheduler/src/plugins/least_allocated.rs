@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::most_allocated::utilisation;
 use crate::cache::{NodeInfo, PodInfo};
 use crate::framework::registry::parse_args;
-use crate::framework::{CycleState, MAX_NODE_SCORE, Plugin, RegistryError, Score};
+use crate::framework::{CycleState, MAX_NODE_SCORE, NodeView, Plugin, RegistryError, Score};
 
 pub const NAME: &str = "LeastAllocated";
 
@@ -34,6 +34,13 @@ pub fn new(args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
 impl Plugin for LeastAllocated {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn node_view(&self, _: &CycleState, pod: &PodInfo) -> NodeView {
+        if self.args.cpu_pods_only && pod.request.wants_gpu() {
+            NodeView::Neutral
+        } else {
+            NodeView::Shape
+        }
     }
     fn as_score(&self) -> Option<&dyn Score> {
         Some(self)

@@ -13,4 +13,5 @@ pub mod node_name;
 pub mod node_resources_fit;
 pub mod node_unschedulable;
 pub mod pod_topology_spread;
+pub mod shape_only;
 pub mod taint_toleration;

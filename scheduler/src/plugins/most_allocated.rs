@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::cache::{NodeInfo, PodInfo};
 use crate::framework::registry::parse_args;
-use crate::framework::{CycleState, Plugin, RegistryError, Score};
+use crate::framework::{CycleState, NodeView, Plugin, RegistryError, Score};
 use crate::resources::FULL_DEVICE_MILLI;
 
 pub const NAME: &str = "MostAllocated";
@@ -35,6 +35,13 @@ pub fn new(args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
 impl Plugin for MostAllocated {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn node_view(&self, _: &CycleState, pod: &PodInfo) -> NodeView {
+        if self.args.gpu_pods_only && !pod.request.wants_gpu() {
+            NodeView::Neutral
+        } else {
+            NodeView::Shape
+        }
     }
     fn as_score(&self) -> Option<&dyn Score> {
         Some(self)

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use drover_api::core::{NodeSelectorTerm, Pod};
 
 use crate::cache::{NodeInfo, PodInfo};
-use crate::framework::{CycleState, Filter, MAX_NODE_SCORE, Plugin, RegistryError, Score, Status};
+use crate::framework::{
+    CycleState, Filter, MAX_NODE_SCORE, NodeView, Plugin, RegistryError, Score, Status,
+};
 
 pub const NAME: &str = "NodeAffinity";
 pub const REASON: &str = "didn't match Pod's node affinity/selector";
@@ -22,6 +24,18 @@ pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> 
 impl Plugin for NodeAffinity {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn node_view(&self, _: &CycleState, pod: &PodInfo) -> NodeView {
+        let spec = &pod.pod.spec;
+        let affinity = spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref());
+        if spec.node_selector.is_empty() && affinity.is_none() {
+            NodeView::Neutral
+        } else {
+            NodeView::PerNode
+        }
     }
     fn as_filter(&self) -> Option<&dyn Filter> {
         Some(self)

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::cache::{NodeInfo, PodInfo};
-use crate::framework::{CycleState, Filter, Plugin, RegistryError, Status};
+use crate::framework::{CycleState, Filter, NodeView, Plugin, RegistryError, Status};
 
 pub const NAME: &str = "NodeName";
 pub const REASON: &str = "didn't match the requested node name";
@@ -18,6 +18,13 @@ pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> 
 impl Plugin for NodeName {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn node_view(&self, _: &CycleState, pod: &PodInfo) -> NodeView {
+        if pod.pod.spec.node_name.is_empty() {
+            NodeView::Neutral
+        } else {
+            NodeView::PerNode
+        }
     }
     fn as_filter(&self) -> Option<&dyn Filter> {
         Some(self)

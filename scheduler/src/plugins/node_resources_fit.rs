@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::cache::{NodeInfo, PodInfo};
-use crate::framework::{Code, CycleState, Filter, Plugin, RegistryError, Status};
+use crate::framework::{Code, CycleState, Filter, NodeView, Plugin, RegistryError, Status};
 use crate::resources::GPU_RESOURCE;
 
 pub const NAME: &str = "NodeResourcesFit";
@@ -21,6 +21,9 @@ pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> 
 impl Plugin for NodeResourcesFit {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn node_view(&self, _: &CycleState, _: &PodInfo) -> NodeView {
+        NodeView::Shape
     }
     fn as_filter(&self) -> Option<&dyn Filter> {
         Some(self)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use drover_api::core::{Taint, tolerates};
 
 use crate::cache::{NodeInfo, PodInfo};
-use crate::framework::{CycleState, Filter, Plugin, RegistryError, Status};
+use crate::framework::{CycleState, Filter, NodeView, Plugin, RegistryError, Status};
 
 pub const NAME: &str = "NodeUnschedulable";
 pub const TAINT_KEY: &str = "node.kubernetes.io/unschedulable";
@@ -22,6 +22,9 @@ pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> 
 impl Plugin for NodeUnschedulable {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn node_view(&self, _: &CycleState, _: &PodInfo) -> NodeView {
+        NodeView::Shape
     }
     fn as_filter(&self) -> Option<&dyn Filter> {
         Some(self)

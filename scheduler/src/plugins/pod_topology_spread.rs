@@ -11,7 +11,8 @@ use drover_api::selector::LabelSelector;
 use super::node_affinity::node_matches;
 use crate::cache::{NodeInfo, PlanState, PodInfo};
 use crate::framework::{
-    CycleState, Filter, Plugin, PreFilter, RegistryError, Score, Status, normalize_min_max,
+    CycleState, Filter, NodeView, Plugin, PreFilter, RegistryError, Score, Status,
+    normalize_min_max,
 };
 
 pub const NAME: &str = "PodTopologySpread";
@@ -42,6 +43,12 @@ struct SpreadState(Vec<Constraint>);
 impl Plugin for PodTopologySpread {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn node_view(&self, state: &CycleState, _: &PodInfo) -> NodeView {
+        match state.get::<SpreadState>() {
+            Some(SpreadState(cs)) if cs.is_empty() => NodeView::Neutral,
+            _ => NodeView::PerNode,
+        }
     }
     fn as_pre_filter(&self) -> Option<&dyn PreFilter> {
         Some(self)

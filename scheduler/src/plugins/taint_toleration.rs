@@ -7,7 +7,7 @@ use drover_api::core::{Taint, taint_effect, tolerates};
 
 use crate::cache::{NodeInfo, PodInfo};
 use crate::framework::{
-    CycleState, Filter, Plugin, RegistryError, Score, Status, normalize_min_max,
+    CycleState, Filter, NodeView, Plugin, RegistryError, Score, Status, normalize_min_max,
 };
 
 pub const NAME: &str = "TaintToleration";
@@ -22,6 +22,9 @@ pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> 
 impl Plugin for TaintToleration {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn node_view(&self, _: &CycleState, _: &PodInfo) -> NodeView {
+        NodeView::Shape
     }
     fn as_filter(&self) -> Option<&dyn Filter> {
         Some(self)
