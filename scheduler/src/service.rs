@@ -18,10 +18,12 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn};
 
-use crate::algorithm::planner::{DEFAULT_HARD_GANG_SIZE, DEFAULT_PLAN_BUDGET, validate_plan};
+use crate::algorithm::planner::{
+    DEFAULT_HARD_GANG_SIZE, DEFAULT_PLAN_BUDGET, default_planner, is_hard, plan_with,
+};
 use crate::algorithm::{
-    BatchPlanner, Diagnosis, GangRequest, PlanOutcome, Preemptor, TopologyRule, find_victims,
-    place_gang, schedule_pod,
+    BatchPlanner, Diagnosis, GangRequest, Preemptor, TopologyRule, find_victims, place_gang,
+    schedule_pod,
 };
 use crate::cache::{Cache, Placement, PlanState, PodInfo};
 use crate::framework::{Bind, CycleState, ProfileConfig, Profiles, Registry, RegistryError};
@@ -66,7 +68,10 @@ impl Default for SchedulerConfig {
             profiles: vec![ProfileConfig::default()],
             queue: QueueConfig::default(),
             bind_concurrency: DEFAULT_BIND_CONCURRENCY,
-            planner: None,
+            // The ILP optimiser for hard batches, the greedy plan as its fallback.
+            planner: Some(default_planner(Arc::new(
+                crate::framework::Profile::default_profile(),
+            ))),
             hard_gang_size: DEFAULT_HARD_GANG_SIZE,
             plan_budget: DEFAULT_PLAN_BUDGET,
             preemption: true,
@@ -77,6 +82,11 @@ impl Default for SchedulerConfig {
 impl SchedulerConfig {
     pub fn with_planner(mut self, planner: Arc<dyn BatchPlanner>) -> Self {
         self.planner = Some(planner);
+        self
+    }
+    /// The greedy plan only, no batch planner.
+    pub fn without_planner(mut self) -> Self {
+        self.planner = None;
         self
     }
     pub fn with_queue(mut self, queue: QueueConfig) -> Self {
@@ -458,28 +468,12 @@ impl State {
             }),
         };
         let snap = self.cache.snapshot();
-        let hard = gang.topology.is_some() || gang.members.len() >= self.config.hard_gang_size;
-        let mut planned: Option<Vec<Placement>> = None;
-        if hard && let Some(planner) = &self.config.planner {
-            match planner.plan(&snap, std::slice::from_ref(&gang), self.config.plan_budget) {
-                Ok(PlanOutcome::Plan(pls)) if !pls.is_empty() => {
-                    match validate_plan(&profile, &snap, std::slice::from_ref(&gang), &pls) {
-                        Ok(p)
-                            if p.placements.len() + gang.bound.len()
-                                >= gang.min_member as usize =>
-                        {
-                            planned = Some(p.placements)
-                        }
-                        Ok(_) => debug!(planner = planner.name(), "plan incomplete; greedy"),
-                        Err(e) => {
-                            warn!(planner = planner.name(), error = %e, "plan rejected; greedy")
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => warn!(planner = planner.name(), error = %e, "planner failed; greedy"),
-            }
-        }
+        let planned = self
+            .config
+            .planner
+            .as_deref()
+            .filter(|_| is_hard(&gang, self.config.hard_gang_size))
+            .and_then(|p| plan_with(p, &profile, &snap, &gang, self.config.plan_budget));
         let result = match planned {
             Some(p) => Ok(p),
             None => place_gang(&profile, &PlanState::new(&snap), &gang).map(|p| p.placements),

@@ -21,17 +21,48 @@ use drover_api::core::{Node, Pod};
 use drover_api::meta::Time;
 use drover_api::scheduling::{PodGroup, topology_mode};
 
+use crate::algorithm::planner::{
+    DEFAULT_HARD_GANG_SIZE, DEFAULT_PLAN_BUDGET, default_planner, is_hard, plan_with,
+};
 use crate::algorithm::{
-    Diagnosis, GangRequest, Search, TopologyRule, place_gang, schedule_pod, schedule_pod_with,
+    BatchPlanner, Diagnosis, GangRequest, Search, TopologyRule, place_gang, schedule_pod,
+    schedule_pod_with,
 };
 use crate::cache::{Cache, Placement, PlanState, PodInfo, Snapshot};
 use crate::framework::{CycleState, Profile};
 
 /// An in-memory cluster and the scheduler's decision over it.
-#[derive(Debug)]
 pub struct Simulator {
     cache: Cache,
     profile: Arc<Profile>,
+    /// Planner for hard gangs, as in the service (`None`: greedy only).
+    planner: Option<Arc<dyn BatchPlanner>>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("nodes", &self.cache.node_count())
+            .field("planner", &self.planner.as_ref().map(|p| p.name()))
+            .finish()
+    }
+}
+
+/// The gang request of a PodGroup and its pending pods.
+fn gang_request(group: &PodGroup, pods: Vec<Pod>) -> GangRequest {
+    GangRequest {
+        key: format!("{}/{}", group.metadata.namespace, group.metadata.name).into(),
+        members: pods
+            .into_iter()
+            .map(|p| Arc::new(PodInfo::new(Arc::new(p))))
+            .collect(),
+        min_member: group.spec.min_member.max(1) as u32,
+        bound: vec![],
+        topology: group.spec.topology.as_ref().map(|t| TopologyRule {
+            key: t.key.clone(),
+            required: t.mode != topology_mode::PREFERRED,
+        }),
+    }
 }
 
 impl Simulator {
@@ -45,10 +76,18 @@ impl Simulator {
         for n in nodes {
             cache.upsert_node(Arc::new(n));
         }
+        let profile = Arc::new(profile);
         Simulator {
+            planner: Some(default_planner(profile.clone())),
             cache,
-            profile: Arc::new(profile),
+            profile,
         }
+    }
+
+    /// Uses `planner` for hard gangs (`None`: the greedy plan only).
+    pub fn with_planner(mut self, planner: Option<Arc<dyn BatchPlanner>>) -> Simulator {
+        self.planner = planner;
+        self
     }
 
     /// Counts a pod's shape into the workload model the fragmentation score uses (a replay
@@ -104,33 +143,44 @@ impl Simulator {
         group: &PodGroup,
         pods: Vec<Pod>,
     ) -> Result<Vec<Placement>, Diagnosis> {
-        let members: Vec<Arc<PodInfo>> = pods
-            .into_iter()
-            .map(|p| Arc::new(PodInfo::new(Arc::new(p))))
-            .collect();
-        for m in &members {
+        let gang = gang_request(group, pods);
+        for m in &gang.members {
             self.cache.observe(m);
         }
-        let gang = GangRequest {
-            key: format!("{}/{}", group.metadata.namespace, group.metadata.name).into(),
-            members: members.clone(),
-            min_member: group.spec.min_member.max(1) as u32,
-            bound: vec![],
-            topology: group.spec.topology.as_ref().map(|t| TopologyRule {
-                key: t.key.clone(),
-                required: t.mode != topology_mode::PREFERRED,
-            }),
-        };
-        let snap = self.cache.snapshot();
-        let placements = place_gang(&self.profile, &PlanState::new(&snap), &gang)?.placements;
-        drop(snap);
-        let by_key: HashMap<&str, &Arc<PodInfo>> = members.iter().map(|m| (&*m.key, m)).collect();
+        let placements = self.plan_gang(&gang)?;
+        let by_key: HashMap<&str, &Arc<PodInfo>> =
+            gang.members.iter().map(|m| (&*m.key, m)).collect();
         for p in &placements {
             if let Some(info) = by_key.get(&*p.pod) {
                 self.commit(info, p);
             }
         }
         Ok(placements)
+    }
+
+    /// Where a gang would go, without placing it (nor observing its shapes).
+    pub fn decide_gang(
+        &mut self,
+        group: &PodGroup,
+        pods: Vec<Pod>,
+    ) -> Result<Vec<Placement>, Diagnosis> {
+        let gang = gang_request(group, pods);
+        self.plan_gang(&gang)
+    }
+
+    /// The service's path: a hard gang goes to the planner first (its plan validated by every
+    /// filter), the greedy plan is the fallback.
+    fn plan_gang(&mut self, gang: &GangRequest) -> Result<Vec<Placement>, Diagnosis> {
+        let snap = self.cache.snapshot();
+        let planner = self
+            .planner
+            .as_deref()
+            .filter(|_| is_hard(gang, DEFAULT_HARD_GANG_SIZE));
+        let budget = DEFAULT_PLAN_BUDGET;
+        if let Some(plan) = planner.and_then(|p| plan_with(p, &self.profile, &snap, gang, budget)) {
+            return Ok(plan);
+        }
+        Ok(place_gang(&self.profile, &PlanState::new(&snap), gang)?.placements)
     }
 
     fn commit(&mut self, info: &Arc<PodInfo>, placement: &Placement) {

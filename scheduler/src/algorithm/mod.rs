@@ -4,6 +4,7 @@
 
 pub mod diagnosis;
 pub mod gang;
+pub mod ilp_planner;
 pub mod planner;
 pub mod preemption;
 pub mod schedule_one;
@@ -11,6 +12,7 @@ pub mod search;
 
 pub use diagnosis::Diagnosis;
 pub use gang::{GangRequest, TopologyRule, place_gang};
+pub use ilp_planner::IlpPlanner;
 pub use planner::{BatchPlanner, GreedyPlanner, PlanOutcome, PlannerError};
 pub use preemption::{PreemptionPlan, Preemptor, find_victims};
 pub use schedule_one::{schedule_pod, schedule_pod_with};

@@ -52,6 +52,52 @@ pub trait BatchPlanner: Send + Sync {
     ) -> Result<PlanOutcome, PlannerError>;
 }
 
+/// The planner hard batches go to by default: the ILP optimiser. Its node eligibility uses
+/// `profile`; every plan is still validated against the gang's own profile.
+pub fn default_planner(profile: std::sync::Arc<Profile>) -> std::sync::Arc<dyn BatchPlanner> {
+    std::sync::Arc::new(super::ilp_planner::IlpPlanner::new(profile))
+}
+
+/// Whether a gang is a hard batch: a topology rule, or at least `hard_size` pending members.
+pub fn is_hard(gang: &GangRequest, hard_size: usize) -> bool {
+    gang.topology.is_some() || gang.members.len() >= hard_size
+}
+
+/// Asks `planner` for the gang and checks its plan against every filter: the placements when
+/// they complete the gang, `None` when the greedy plan should be used (nothing better, an
+/// incomplete or rejected plan, a failed planner).
+pub fn plan_with(
+    planner: &dyn BatchPlanner,
+    profile: &Profile,
+    snapshot: &Snapshot,
+    gang: &GangRequest,
+    budget: Duration,
+) -> Option<Vec<Placement>> {
+    let batch = std::slice::from_ref(gang);
+    match planner.plan(snapshot, batch, budget) {
+        Ok(PlanOutcome::Plan(pls)) if !pls.is_empty() => {
+            match validate_plan(profile, snapshot, batch, &pls) {
+                Ok(p) if p.placements.len() + gang.bound.len() >= gang.min_member as usize => {
+                    Some(p.placements)
+                }
+                Ok(_) => {
+                    tracing::debug!(planner = planner.name(), "plan incomplete; greedy");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(planner = planner.name(), error = %e, "plan rejected; greedy");
+                    None
+                }
+            }
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(planner = planner.name(), error = %e, "planner failed; greedy");
+            None
+        }
+    }
+}
+
 /// The default planner: gangs in order, each all or nothing, greedy inside.
 #[derive(Debug)]
 pub struct GreedyPlanner {

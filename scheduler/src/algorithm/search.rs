@@ -67,17 +67,19 @@ fn passes(filters: &[&dyn Filter], state: &CycleState, pod: &PodInfo, node: &Nod
         .all(|f| f.filter(state, pod, node).is_success())
 }
 
-/// The best feasible node for the pod, or `None` when no node fits.
-pub fn best_node(
-    profile: &Profile,
+/// Feasible nodes by slot: the slots (one node standing for each class, or a changed node) and
+/// the feasible nodes with their slot. With `every_member` false and no per-node plugin, only
+/// the lowest member of each class is listed (all members would score the same).
+fn collect<'a>(
+    sp: &Split<'_>,
     state: &CycleState,
     pod: &PodInfo,
-    plan: &PlanState<'_>,
-) -> Option<usize> {
-    let sp = split(profile, state, pod);
+    plan: &'a PlanState<'_>,
+    every_member: bool,
+) -> (Vec<&'a NodeInfo>, Vec<(usize, u32)>) {
     let classes = plan.snapshot().classes();
     let subset = state.get::<NodeSubset>();
-    let per_node = !sp.node_filters.is_empty() || !sp.node_scores.is_empty();
+    let per_node = every_member || !sp.node_filters.is_empty() || !sp.node_scores.is_empty();
     // A slot is one class (or one changed node) that passed the shape filters.
     let mut slots: Vec<&NodeInfo> = Vec::new();
     // Feasible nodes with their slot; without per-node plugins, one node (the lowest) a slot.
@@ -158,6 +160,32 @@ pub fn best_node(
             }
         }
     }
+    (slots, entries)
+}
+
+/// Every feasible node, in index order (for planners that need the whole set).
+pub fn feasible_by_class(
+    profile: &Profile,
+    state: &CycleState,
+    pod: &PodInfo,
+    plan: &PlanState<'_>,
+) -> Vec<usize> {
+    let sp = split(profile, state, pod);
+    let (_, entries) = collect(&sp, state, pod, plan, true);
+    let mut v: Vec<usize> = entries.into_iter().map(|(i, _)| i).collect();
+    v.sort_unstable();
+    v
+}
+
+/// The best feasible node for the pod, or `None` when no node fits.
+pub fn best_node(
+    profile: &Profile,
+    state: &CycleState,
+    pod: &PodInfo,
+    plan: &PlanState<'_>,
+) -> Option<usize> {
+    let sp = split(profile, state, pod);
+    let (slots, entries) = collect(&sp, state, pod, plan, false);
     match entries.len() {
         0 => return None,
         1 => return Some(entries[0].0),
