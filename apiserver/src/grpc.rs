@@ -210,9 +210,27 @@ impl api_server::Api for GrpcApi {
         req: tonic::Request<proto::LogsRequest>,
     ) -> Result<tonic::Response<Self::LogsStream>, tonic::Status> {
         let _user = self.user(&req)?;
-        Err(status_to_grpc(&Status::new(
-            Reason::ServiceUnavailable,
-            "no node agent serves logs for this pod",
-        )))
+        let authorization = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let r = req.into_inner();
+        let query = crate::logs::LogsQuery {
+            namespace: r.namespace,
+            pod: r.pod,
+            container: r.container,
+            follow: r.follow,
+            tail_lines: r.tail_lines,
+        };
+        let stream = grpc(crate::logs::stream(&self.svc, authorization, &query).await)?;
+        let stream = stream.map(|chunk| {
+            chunk
+                .map(|data| proto::LogChunk {
+                    data: data.to_vec(),
+                })
+                .map_err(|s| status_to_grpc(&s))
+        });
+        Ok(tonic::Response::new(Box::pin(stream)))
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod grpc;
 pub mod keys;
 pub mod kinds;
+pub mod logs;
 pub mod merge_patch;
 pub mod rest;
 pub mod server;

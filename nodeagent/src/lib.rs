@@ -1,1 +1,39 @@
-//! Drover's node agent (the kubelet).
+//! Drover's node agent (the kubelet): it registers its node and devices, renews the node's
+//! lease, runs the pods bound to the node as processes, reports their status, and serves their
+//! logs.
+//!
+//! Start with [`agent::run`] (one real node, configured by [`AgentConfig`]); a pod's life is in
+//! [`pods`] (the supervisor and each pod's worker), process handling in [`runtime`] (the
+//! [`runtime::Runtime`] trait, the process runtime with cgroups, the simulated runtime), the
+//! Node object in [`node`], leases in [`lease`], the state directory that survives restarts in
+//! [`state`], and the log server in [`logserver`]. [`hollow`] runs thousands of simulated nodes
+//! in one process for scale tests.
+
+pub mod agent;
+pub mod hollow;
+pub mod lease;
+pub mod logserver;
+pub mod node;
+pub mod pods;
+pub mod runtime;
+pub mod state;
+
+pub use agent::{AgentConfig, AgentError, run};
+pub use hollow::{HollowCluster, HollowError, HollowOptions};
+
+/// Creates an object through the collection. `Api::create` names the object in the request's
+/// target, which the API server refuses ("create is a POST to the collection"); until the
+/// client is fixed, the agent posts to the collection itself.
+pub async fn create_object<T: drover_api::Resource>(
+    client: &drover_api::client::Client,
+    obj: &T,
+) -> Result<T, drover_api::client::ClientError> {
+    let mut obj = obj.clone();
+    obj.set_type_meta();
+    let ns = obj.meta().namespace.clone();
+    let target = drover_api::client::target(&T::info(), Some(ns.as_str()), "", "");
+    let body = serde_json::to_vec(&obj)
+        .map_err(|e| drover_api::client::ClientError::Encode(e.to_string()))?;
+    let out = client.create_raw(target, body).await?;
+    Ok(serde_json::from_slice(&out)?)
+}

@@ -1,0 +1,424 @@
+//! The agent of one real node: [`AgentConfig`] and [`run`], which registers the node, renews its
+//! lease, keeps its status current as device health changes, runs the pods bound to it, serves
+//! their logs and rotates them, until `shutdown` resolves. Pods keep running when the agent
+//! stops; the next agent with the same state directory adopts them.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_api::client::informer::{Change, Informer};
+use drover_api::client::{Client, ListParams};
+use drover_api::core::Pod;
+use drover_device_plugins::{DeviceError, DeviceManager, Discovery};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::lease::{DEFAULT_LEASE_DURATION_SECONDS, LeaseKeeper};
+use crate::logserver::{self, DEFAULT_LOG_PORT, LogServerError, TokenChecker};
+use crate::node::{self, DEFAULT_MAX_PODS, NodeError, NodeFacts};
+use crate::pods::{Backoff, NodeContext, PodSupervisor};
+use crate::runtime::cgroup::{Cgroups, DEFAULT_CGROUP_ROOT};
+use crate::runtime::process::ProcessRuntime;
+use crate::runtime::{PROCESS_RUNTIME, Runtime, oci_runtimes_on_path};
+use crate::state::StateStore;
+
+/// Seconds between lease renewals (Kubernetes' kubelet default).
+pub const DEFAULT_LEASE_INTERVAL: Duration = Duration::from_secs(10);
+/// Seconds between node status refreshes when nothing changed.
+pub const DEFAULT_NODE_STATUS_INTERVAL: Duration = Duration::from_secs(60);
+/// Log size at which a running container's log is rotated.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// How often logs are checked for rotation.
+pub const LOG_ROTATE_INTERVAL: Duration = Duration::from_secs(10);
+/// Processes (threads included) one container may have.
+pub const DEFAULT_PIDS_LIMIT: u64 = 16_384;
+/// First and longest wait between registration attempts.
+const REGISTER_RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("devices: {0}")]
+    Devices(#[from] DeviceError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    LogServer(#[from] LogServerError),
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How an agent runs. Build with [`AgentConfig::new`] and the `with_*` methods.
+#[derive(Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// `auto`, `nvidia`, `none` or `simulated:PROFILE` (ignored when `device_manager` is set).
+    pub devices: String,
+    /// Devices already set up (tests use it to fail simulated devices).
+    pub device_manager: Option<Arc<DeviceManager>>,
+    pub state_dir: PathBuf,
+    pub lease_interval: Duration,
+    pub lease_duration_seconds: i32,
+    pub node_status_interval: Duration,
+    /// Port of the log server; 0 picks a free one.
+    pub log_port: u16,
+    /// The node's address; found from the route to the API server when `None`.
+    pub node_ip: Option<IpAddr>,
+    /// Where the log server listens; the node's address when `None`.
+    pub log_address: Option<IpAddr>,
+    pub backoff: Backoff,
+    pub log_max_bytes: u64,
+    /// The cgroup file system; `None` runs containers without limits.
+    pub cgroup_root: Option<PathBuf>,
+    pub pids_limit: Option<u64>,
+    pub max_pods: u32,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("node_name", &self.node_name)
+            .field("devices", &self.devices)
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentConfig {
+    pub fn new(node_name: impl Into<String>, state_dir: impl Into<PathBuf>) -> Self {
+        AgentConfig {
+            node_name: node_name.into(),
+            devices: "auto".into(),
+            device_manager: None,
+            state_dir: state_dir.into(),
+            lease_interval: DEFAULT_LEASE_INTERVAL,
+            lease_duration_seconds: DEFAULT_LEASE_DURATION_SECONDS,
+            node_status_interval: DEFAULT_NODE_STATUS_INTERVAL,
+            log_port: DEFAULT_LOG_PORT,
+            node_ip: None,
+            log_address: None,
+            backoff: Backoff::default(),
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+            cgroup_root: Some(DEFAULT_CGROUP_ROOT.into()),
+            pids_limit: Some(DEFAULT_PIDS_LIMIT),
+            max_pods: DEFAULT_MAX_PODS,
+        }
+    }
+
+    pub fn with_devices(mut self, spec: impl Into<String>) -> Self {
+        self.devices = spec.into();
+        self
+    }
+
+    pub fn with_device_manager(mut self, manager: Arc<DeviceManager>) -> Self {
+        self.device_manager = Some(manager);
+        self
+    }
+
+    pub fn with_lease_interval(mut self, interval: Duration) -> Self {
+        self.lease_interval = interval;
+        self
+    }
+
+    pub fn with_log_port(mut self, port: u16) -> Self {
+        self.log_port = port;
+        self
+    }
+
+    pub fn with_node_ip(mut self, ip: IpAddr) -> Self {
+        self.node_ip = Some(ip);
+        self
+    }
+
+    pub fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.backoff = Backoff { base, max };
+        self
+    }
+
+    pub fn with_cgroup_root(mut self, root: Option<PathBuf>) -> Self {
+        self.cgroup_root = root;
+        self
+    }
+}
+
+/// The address this machine uses to reach the API server (no packet is sent).
+pub async fn detect_node_ip(server: &str) -> IpAddr {
+    let hostport = server
+        .split("://")
+        .nth(1)
+        .unwrap_or(server)
+        .trim_end_matches('/');
+    let hostport = hostport.split('/').next().unwrap_or(hostport);
+    let target = match tokio::net::lookup_host(hostport).await {
+        Ok(mut addrs) => addrs.next(),
+        Err(_) => None,
+    };
+    let Some(target) = target else {
+        return IpAddr::V4(Ipv4Addr::LOCALHOST);
+    };
+    let local = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let probe = async {
+        let sock = tokio::net::UdpSocket::bind(local).await.ok()?;
+        sock.connect(target).await.ok()?;
+        sock.local_addr().ok().map(|a| a.ip())
+    };
+    probe.await.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// A copy of an informer change, to hand to another task.
+pub(crate) fn copy_change(c: &Change<Pod>) -> Change<Pod> {
+    match c {
+        Change::Applied { old, new } => Change::Applied {
+            old: old.clone(),
+            new: new.clone(),
+        },
+        Change::Deleted(o) => Change::Deleted(o.clone()),
+        Change::Synced => Change::Synced,
+    }
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(
+    config: AgentConfig,
+    client: Client,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let span = tracing::info_span!("agent", node = %config.node_name);
+    run_inner(config, client, shutdown).instrument(span).await
+}
+
+async fn run_inner(
+    config: AgentConfig,
+    client: Client,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let name = config.node_name.clone();
+    let devices = match &config.device_manager {
+        Some(m) => m.clone(),
+        None => Arc::new(DeviceManager::from_spec_for_node(&config.devices, &name)?),
+    };
+    let mut health = devices.health_events();
+    let discovery = devices.discover()?;
+    let cgroups = match &config.cgroup_root {
+        Some(root) => Cgroups::detect(root),
+        None => Cgroups::Unavailable("disabled in the agent's configuration".into()),
+    };
+    if let Some(why) = cgroups.unavailable() {
+        tracing::warn!(reason = %why, "containers will run without resource limits");
+    }
+    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(cgroups));
+    let ip = match config.node_ip {
+        Some(ip) => ip,
+        None => detect_node_ip(client.server()).await,
+    };
+    let store = StateStore::new(&config.state_dir);
+    std::fs::create_dir_all(store.pods_dir()).map_err(|source| AgentError::StateDir {
+        path: store.pods_dir().to_path_buf(),
+        source,
+    })?;
+    let listener = logserver::bind(SocketAddr::new(
+        config.log_address.unwrap_or(ip),
+        config.log_port,
+    ))
+    .await?;
+    let log_port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(config.log_port);
+    let mut runtimes = vec![PROCESS_RUNTIME.to_string()];
+    runtimes.extend(oci_runtimes_on_path());
+    let facts = NodeFacts {
+        name: name.clone(),
+        ip: ip.to_string(),
+        hostname: hostname(),
+        log_port,
+        max_pods: config.max_pods,
+        runtimes,
+        limits_unavailable: runtime.limits_unavailable(),
+        agent_version: format!("drover-agent/{}", env!("CARGO_PKG_VERSION")),
+    };
+    let ctx = Arc::new(NodeContext::new(
+        name.clone(),
+        ip.to_string(),
+        client.clone(),
+        runtime,
+        devices.clone(),
+        Some(store.clone()),
+        config.backoff,
+        config.pids_limit,
+    ));
+    let mut tasks = JoinSet::new();
+    let app = logserver::router(
+        store.clone(),
+        ctx.logs.clone(),
+        Arc::new(TokenChecker::new(client.server())),
+    );
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the log server stopped");
+        }
+    });
+    tracing::info!(ip = %ip, log_port, "node agent starting");
+
+    tokio::pin!(shutdown);
+    let registered = tokio::select! {
+        _ = &mut shutdown => return Ok(()),
+        r = register_until_ok(&client, &facts, &discovery) => r,
+    };
+    tracing::info!(node = %registered.metadata.name, "node registered");
+
+    let recovered = store.load_all();
+    if !recovered.is_empty() {
+        tracing::info!(
+            pods = recovered.len(),
+            "found pods of a previous run in the state directory"
+        );
+    }
+    let mut supervisor = PodSupervisor::new(ctx.clone(), recovered);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let informer = Informer::new(
+        client.all::<Pod>(),
+        ListParams::default().fields(format!("spec.nodeName={name}")),
+    )
+    .on_change(move |c| {
+        let _ = tx.send(copy_change(c));
+    });
+    tasks.spawn(informer.run(std::future::pending()));
+    tasks.spawn(
+        async move {
+            while let Some(change) = rx.recv().await {
+                supervisor.handle(&change);
+            }
+        }
+        .in_current_span(),
+    );
+
+    let lease_client = client.clone();
+    let (interval, duration) = (config.lease_interval, config.lease_duration_seconds);
+    let lease_name = name.clone();
+    tasks.spawn(
+        async move {
+            let mut keeper = LeaseKeeper::new(lease_name, duration);
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = keeper.renew(&lease_client).await {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                }
+            }
+        }
+        .in_current_span(),
+    );
+
+    let status_client = client.clone();
+    let status_interval = config.node_status_interval;
+    tasks.spawn(
+        async move {
+            let mut tick = tokio::time::interval(status_interval);
+            tick.tick().await;
+            let mut dirty = false;
+            loop {
+                let retry = tokio::time::sleep(Duration::from_secs(1));
+                tokio::select! {
+                    ev = health.recv() => match ev {
+                        Ok(ev) => {
+                            tracing::info!(device = %ev.device_id, health = %ev.health, "device health changed");
+                            dirty = true;
+                        }
+                        Err(drover_device_plugins::HealthRecvError::Closed) => {
+                            health = devices.health_events();
+                            tokio::time::sleep(status_interval).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "missed device health events; rediscovering");
+                            dirty = true;
+                        }
+                    },
+                    _ = tick.tick() => dirty = true,
+                    _ = retry, if dirty => {}
+                }
+                if dirty {
+                    dirty = !refresh_status(&status_client, &facts, &devices).await;
+                }
+            }
+        }
+        .in_current_span(),
+    );
+
+    let rotate_logs = ctx.logs.clone();
+    let max_bytes = config.log_max_bytes;
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(LOG_ROTATE_INTERVAL);
+        loop {
+            tick.tick().await;
+            let (store, logs) = (store.clone(), rotate_logs.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                logserver::rotate_logs(&store, &logs, max_bytes)
+            })
+            .await;
+        }
+    });
+
+    shutdown.await;
+    tracing::info!("node agent stopping; pods keep running");
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Rediscovers the devices and rewrites the node's status; whether it worked.
+async fn refresh_status(client: &Client, facts: &NodeFacts, devices: &DeviceManager) -> bool {
+    let discovery: Discovery = match devices.discover() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "device discovery failed");
+            return false;
+        }
+    };
+    match node::update_status(client, facts, &discovery).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot update the node's status; will retry");
+            false
+        }
+    }
+}
+
+async fn register_until_ok(
+    client: &Client,
+    facts: &NodeFacts,
+    discovery: &Discovery,
+) -> drover_api::core::Node {
+    let mut wait = REGISTER_RETRY.0;
+    loop {
+        match node::register(client, facts, discovery).await {
+            Ok(n) => return n,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "cannot register the node; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(REGISTER_RETRY.1);
+            }
+        }
+    }
+}
