@@ -42,10 +42,16 @@ enum Command {
     Delete(cmd::delete::Args),
     /// Print a container's log.
     Logs(cmd::logs::Args),
+    /// Run a benchmark scenario against an in-process control plane (or --server).
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // A benchmark's components would bury its progress and table under info logs.
+    if matches!(cli.command, Command::Bench(_)) && cli.global.log == "info" {
+        cli.global.log = "warn".into();
+    }
     cmd::init_tracing(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
             Command::Describe(a) => cmd::describe::run(a, &cli.global).await,
             Command::Delete(a) => cmd::delete::run(a, &cli.global).await,
             Command::Logs(a) => cmd::logs::run(a, &cli.global).await,
+            Command::Bench(a) => cmd::bench::run(a, &cli.global).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod bench;
 pub mod controllers;
 pub mod delete;
 pub mod describe;

@@ -1,0 +1,286 @@
+//! The measuring loop every pod scenario shares: many concurrent creators over one shared gRPC
+//! client, and a watch on the pods that records when `spec.nodeName` first appears.
+//!
+//! Create→bound latency of a pod is from the moment its create was acknowledged to the watch
+//! event that first shows it bound (clamped at zero: the event can overtake the ack). A pod
+//! bound twice is one whose `spec.nodeName` changes after it was first set.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use drover_api::client::{Api, Client, ListParams, WatchEvent};
+use drover_api::core::Pod;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::procstat::{self, Usage};
+use crate::stats::{self, Latency};
+use crate::{BenchError, Progress};
+
+/// Creators running at once.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+/// A run ends when no pod was bound for this long after the last create.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub concurrency: usize,
+    pub idle_timeout: Duration,
+    /// Label shown on the progress bar.
+    pub label: String,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            concurrency: DEFAULT_CONCURRENCY,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            label: "pods".into(),
+        }
+    }
+}
+
+/// Everything measured about one batch of pods.
+#[derive(Debug, Default)]
+pub struct PodRun {
+    pub start: Option<Instant>,
+    pub created: usize,
+    pub create_errors: usize,
+    pub first_error: Option<String>,
+    /// When each pod's create was acknowledged (by pod name).
+    pub acked: HashMap<String, Instant>,
+    /// When each pod was first seen bound, and where.
+    pub bound: HashMap<String, (Instant, String)>,
+    pub bound_twice: usize,
+    pub create_wall: Duration,
+    pub usage: Usage,
+}
+
+impl PodRun {
+    pub fn latencies(&self) -> Vec<Duration> {
+        self.bound
+            .iter()
+            .filter_map(|(n, (at, _))| self.acked.get(n).map(|a| at.saturating_duration_since(*a)))
+            .collect()
+    }
+
+    /// Offsets of bindings from the start of the run.
+    pub fn bound_offsets(&self) -> Vec<Duration> {
+        let Some(t0) = self.start else { return vec![] };
+        self.bound
+            .values()
+            .map(|(at, _)| at.saturating_duration_since(t0))
+            .collect()
+    }
+
+    /// From the first create to the last binding.
+    pub fn bind_span(&self) -> Duration {
+        self.bound_offsets().into_iter().max().unwrap_or_default()
+    }
+
+    pub fn summary(&self, with_series: bool) -> PodRunSummary {
+        let lat = self.latencies();
+        let offsets = self.bound_offsets();
+        let span = self.bind_span();
+        let over_time = if with_series {
+            stats::rate_over_time(&offsets, stats::bucket_for(span))
+        } else {
+            vec![]
+        };
+        PodRunSummary {
+            created: self.created,
+            create_errors: self.create_errors,
+            first_error: self.first_error.clone(),
+            bound: self.bound.len(),
+            pending: self.created.saturating_sub(self.bound.len()),
+            bound_twice: self.bound_twice,
+            creates_per_s: self.created as f64 / self.create_wall.as_secs_f64().max(1e-9),
+            bind_span_s: span.as_secs_f64(),
+            pods_per_s: self.bound.len() as f64 / span.as_secs_f64().max(1e-9),
+            peak_pods_per_s: over_time.iter().map(|p| p.1).fold(0.0, f64::max),
+            latency: Latency::from_durations(&lat),
+            usage: self.usage.clone(),
+            bound_per_s_over_time: over_time,
+            latency_cdf_ms: if with_series {
+                stats::cdf(&lat, 400)
+            } else {
+                vec![]
+            },
+        }
+    }
+}
+
+/// The figures of a [`PodRun`].
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct PodRunSummary {
+    pub created: usize,
+    pub create_errors: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+    pub bound: usize,
+    /// Created but never seen bound.
+    pub pending: usize,
+    pub bound_twice: usize,
+    pub creates_per_s: f64,
+    /// First create → last binding, seconds.
+    pub bind_span_s: f64,
+    /// Bound pods per second over the span.
+    pub pods_per_s: f64,
+    pub peak_pods_per_s: f64,
+    /// Create ack → bound.
+    pub latency: Latency,
+    pub usage: Usage,
+    /// (seconds since start, bound pods/s in the bucket ending there).
+    pub bound_per_s_over_time: Vec<(f64, f64)>,
+    /// (latency ms, fraction of pods at or below).
+    pub latency_cdf_ms: Vec<(f64, f64)>,
+}
+
+/// Creates `pods` (all in `namespace`) and waits until each is bound, or no binding arrives
+/// for `idle_timeout`.
+pub async fn run_pods(
+    client: &Client,
+    namespace: &str,
+    pods: Vec<Pod>,
+    opts: &RunOptions,
+    progress: &Progress,
+) -> Result<PodRun, BenchError> {
+    let total = pods.len();
+    let api: Api<Pod> = client.namespaced(namespace);
+    let mut stream = api.watch(&ListParams::default(), "").await?;
+    let bound_count = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watcher = {
+        let bound_count = bound_count.clone();
+        tokio::spawn(async move {
+            let mut bound: HashMap<String, (Instant, String)> = HashMap::with_capacity(total);
+            let mut twice = 0usize;
+            loop {
+                let ev = tokio::select! {
+                    ev = stream.next() => ev,
+                    _ = &mut stop_rx => break,
+                };
+                let pod = match ev {
+                    Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p))) => p,
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "bench watch failed");
+                        break;
+                    }
+                    None => break,
+                };
+                if pod.spec.node_name.is_empty() {
+                    continue;
+                }
+                let now = Instant::now();
+                match bound.get(&pod.metadata.name) {
+                    Some((_, node)) if *node != pod.spec.node_name => twice += 1,
+                    Some(_) => {}
+                    None => {
+                        bound.insert(pod.metadata.name.clone(), (now, pod.spec.node_name.clone()));
+                        bound_count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            (bound, twice)
+        })
+    };
+
+    progress.phase(&opts.label, total as u64);
+    let cpu0 = procstat::sample();
+    let start = Instant::now();
+    let pods = Arc::new(pods);
+    let next = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(Mutex::new(HashMap::with_capacity(total)));
+    let errors = Arc::new(Mutex::new((0usize, None::<String>)));
+    let mut creators = tokio::task::JoinSet::new();
+    for _ in 0..opts.concurrency.max(1) {
+        let (api, pods, next, acked, errors) = (
+            api.clone(),
+            pods.clone(),
+            next.clone(),
+            acked.clone(),
+            errors.clone(),
+        );
+        creators.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(p) = pods.get(i) else { return };
+                match api.create(p).await {
+                    Ok(_) => {
+                        let now = Instant::now();
+                        if let Ok(mut a) = acked.lock() {
+                            a.insert(p.metadata.name.clone(), now);
+                        }
+                    }
+                    Err(e) => {
+                        if let Ok(mut er) = errors.lock() {
+                            er.0 += 1;
+                            er.1.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                }
+            }
+        });
+    }
+    // Progress follows bindings while creators run.
+    let ticker = {
+        let (bound_count, progress) = (bound_count.clone(), progress.clone());
+        tokio::spawn(async move {
+            loop {
+                progress.set(bound_count.load(Ordering::Relaxed) as u64);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    while creators.join_next().await.is_some() {}
+    let create_wall = start.elapsed();
+    let (create_errors, first_error) = errors
+        .lock()
+        .map(|e| (e.0, e.1.clone()))
+        .unwrap_or_default();
+    let created = total - create_errors;
+    let mut last = (bound_count.load(Ordering::Relaxed), Instant::now());
+    loop {
+        let n = bound_count.load(Ordering::Relaxed);
+        if n >= created {
+            break;
+        }
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if last.1.elapsed() >= opts.idle_timeout {
+            progress.println(format!(
+                "{} pods still unbound after {:?} without progress",
+                created - n,
+                opts.idle_timeout
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let usage = procstat::usage_since(&cpu0);
+    ticker.abort();
+    let _ = stop_tx.send(());
+    let (bound, bound_twice) = watcher
+        .await
+        .map_err(|e| BenchError::Start(e.to_string()))?;
+    progress.finish();
+    let acked = std::mem::take(
+        &mut *acked
+            .lock()
+            .map_err(|_| BenchError::Start("poisoned".into()))?,
+    );
+    Ok(PodRun {
+        start: Some(start),
+        created,
+        create_errors,
+        first_error,
+        acked,
+        bound,
+        bound_twice,
+        create_wall,
+        usage,
+    })
+}

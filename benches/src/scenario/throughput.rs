@@ -1,0 +1,151 @@
+//! `drover bench throughput`: N nodes of a profile, M pods of a shape mix; bound pods/s
+//! (average and over time), create→bound latency percentiles, CPU and memory of the process
+//! (which holds the whole control plane when it runs in process).
+
+use serde::Serialize;
+
+use super::{ClusterSpec, ms, setup};
+use crate::plot::Chart;
+use crate::podrun::{PodRunSummary, RunOptions, run_pods};
+use crate::report::{Report, Table, num};
+use crate::workload::ShapeMix;
+use crate::{BenchError, Progress};
+
+pub const DEFAULT_SHAPE_MIX: &str = "cpu:80,gpu1:10,gpu2:5,gpu4:3,gpu8:2";
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub cluster: ClusterSpec,
+    pub pods: usize,
+    pub shape_mix: ShapeMix,
+    pub seed: u64,
+    pub run: RunOptions,
+}
+
+impl Options {
+    pub fn params(&self) -> Vec<(String, String)> {
+        vec![
+            ("nodes".into(), self.cluster.nodes.to_string()),
+            ("pods".into(), self.pods.to_string()),
+            ("profile".into(), self.cluster.profile.clone()),
+            ("shape-mix".into(), self.shape_mix.text.clone()),
+            ("seed".into(), self.seed.to_string()),
+            ("concurrency".into(), self.run.concurrency.to_string()),
+        ]
+    }
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct ThroughputReport {
+    pub nodes: usize,
+    pub pods: usize,
+    pub profile: String,
+    pub shape_mix: String,
+    pub in_process: bool,
+    pub setup_s: f64,
+    /// GPU thousandths the workload asks for, and the cluster has.
+    pub gpu_demand_milli: u64,
+    pub run: PodRunSummary,
+}
+
+pub async fn run(opts: &Options, progress: &Progress) -> Result<ThroughputReport, BenchError> {
+    let (cluster, _prefix, setup_s) = setup(&opts.cluster, progress).await?;
+    let ns = format!("tp-{}", crate::cluster::run_id());
+    cluster.ensure_namespace(&ns).await?;
+    let shapes = opts.shape_mix.draw(opts.pods, opts.seed);
+    let gpu_demand_milli = shapes.iter().map(|s| s.gpu_milli()).sum();
+    let pods = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.pod(&ns, &format!("p-{i}")))
+        .collect();
+    let result = run_pods(&cluster.client, &ns, pods, &opts.run, progress).await;
+    let in_process = cluster.in_process;
+    cluster.shutdown().await;
+    let run = result?;
+    Ok(ThroughputReport {
+        nodes: opts.cluster.nodes,
+        pods: opts.pods,
+        profile: opts.cluster.profile.clone(),
+        shape_mix: opts.shape_mix.text.clone(),
+        in_process,
+        setup_s,
+        gpu_demand_milli,
+        run: run.summary(true),
+    })
+}
+
+/// The figures of one batch of pods as table rows.
+pub fn run_rows(r: &PodRunSummary) -> Vec<(&'static str, String)> {
+    vec![
+        ("pods created", num(r.created as f64, 0)),
+        ("create errors", num(r.create_errors as f64, 0)),
+        ("pods bound", num(r.bound as f64, 0)),
+        ("pods pending at end", num(r.pending as f64, 0)),
+        ("pods bound twice", num(r.bound_twice as f64, 0)),
+        ("creates/s", num(r.creates_per_s, 0)),
+        ("bound pods/s (average)", num(r.pods_per_s, 0)),
+        ("bound pods/s (peak bucket)", num(r.peak_pods_per_s, 0)),
+        ("create→bound p50 ms", ms(r.latency.p50_ms)),
+        ("create→bound p90 ms", ms(r.latency.p90_ms)),
+        ("create→bound p99 ms", ms(r.latency.p99_ms)),
+        ("create→bound max ms", ms(r.latency.max_ms)),
+        ("CPU (cores busy)", num(r.usage.cpu_cores, 2)),
+        (
+            "RSS MiB (end / peak)",
+            format!(
+                "{} / {}",
+                num(r.usage.rss_mib, 0),
+                num(r.usage.peak_rss_mib, 0)
+            ),
+        ),
+    ]
+}
+
+impl Report for ThroughputReport {
+    fn tables(&self) -> Vec<Table> {
+        let mut rows = vec![
+            (
+                "control plane",
+                if self.in_process {
+                    "in process".to_string()
+                } else {
+                    "remote (--server)".into()
+                },
+            ),
+            ("setup s (start + nodes)", num(self.setup_s, 1)),
+            (
+                "GPU demand (GPUs)",
+                num(self.gpu_demand_milli as f64 / 1000.0, 1),
+            ),
+        ];
+        rows.extend(run_rows(&self.run));
+        if let Some(e) = &self.run.first_error {
+            rows.push(("first create error", e.clone()));
+        }
+        vec![Table::figures(
+            format!(
+                "throughput: {} nodes × {}, {} pods",
+                self.nodes, self.profile, self.pods
+            ),
+            &rows,
+        )]
+    }
+
+    fn charts(&self) -> Vec<Chart> {
+        vec![
+            Chart::new(
+                "create→bound latency CDF",
+                "latency (ms)",
+                "fraction of pods",
+            )
+            .line("pods", self.run.latency_cdf_ms.clone()),
+            Chart::new(
+                "bound pods per second",
+                "seconds since first create",
+                "pods/s",
+            )
+            .line("bound", self.run.bound_per_s_over_time.clone()),
+        ]
+    }
+}
