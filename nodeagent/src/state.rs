@@ -159,11 +159,10 @@ impl StateStore {
     /// Removes a pod's folder (record, logs, working directory).
     pub fn remove(&self, namespace: &str, name: &str, uid: &str) {
         let dir = self.pod_dir(namespace, name, uid);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the pod's folder");
             }
-        }
     }
 
     /// The newest folder of pod `namespace/name` (by modification time), for serving logs.

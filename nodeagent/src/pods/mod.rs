@@ -324,16 +324,14 @@ impl PodSupervisor {
     fn forget(&self, record: PodRecord) {
         tracing::info!(pod = %format!("{}/{}", record.namespace, record.name), "pod was deleted while the agent was away; cleaning up");
         for (name, c) in &record.containers {
-            if let Some(run) = c.running {
-                if crate::runtime::procfs::is_alive(run.process) {
-                    if let Ok(pid) = i32::try_from(run.process.pid) {
+            if let Some(run) = c.running
+                && crate::runtime::procfs::is_alive(run.process)
+                    && let Ok(pid) = i32::try_from(run.process.pid) {
                         let _ = nix::sys::signal::killpg(
                             nix::unistd::Pid::from_raw(pid),
                             nix::sys::signal::Signal::SIGKILL,
                         );
                     }
-                }
-            }
             self.ctx.runtime.cleanup(&record.uid, name);
         }
         if let Some(state) = &self.ctx.state {

@@ -90,11 +90,10 @@ impl Worker {
     }
 
     fn save(&self) {
-        if let Some(state) = &self.ctx.state {
-            if let Err(e) = state.save(&self.record) {
+        if let Some(state) = &self.ctx.state
+            && let Err(e) = state.save(&self.record) {
                 tracing::warn!(error = %e, "cannot save the pod's record");
             }
-        }
     }
 
     fn is_init(&self, name: &str) -> bool {

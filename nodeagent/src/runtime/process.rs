@@ -109,11 +109,10 @@ impl Runtime for ProcessRuntime {
             source,
         })?;
         let pid = child.id().unwrap_or(0);
-        if let Some(cg) = &cgroup {
-            if let Err(e) = cg.add(pid) {
+        if let Some(cg) = &cgroup
+            && let Err(e) = cg.add(pid) {
                 tracing::warn!(pod = %spec.pod_key, container = name, error = %e, "cannot move the process into its cgroup");
             }
-        }
         let id = procfs::identify(pid);
         tracing::debug!(pod = %spec.pod_key, container = name, pid, "container started");
         Ok(Box::new(ProcessContainer {
@@ -229,11 +228,10 @@ impl Container for ProcessContainer {
             StopSignal::Kill => Signal::SIGKILL,
         };
         let result = killpg(self.pgid(), sig);
-        if signal == StopSignal::Kill {
-            if let Some(cg) = &self.cgroup {
+        if signal == StopSignal::Kill
+            && let Some(cg) = &self.cgroup {
                 cg.kill_all();
             }
-        }
         match result {
             Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
             Err(source) => Err(RuntimeError::Signal {

@@ -203,11 +203,10 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        if let Some(s) = drover_nodeagent::runtime::procfs::parse_stat(&text) {
-            if s.pgid as i32 == pgid && s.state != 'Z' {
+        if let Some(s) = drover_nodeagent::runtime::procfs::parse_stat(&text)
+            && s.pgid as i32 == pgid && s.state != 'Z' {
                 out.push(pid);
             }
-        }
     }
     out
 }

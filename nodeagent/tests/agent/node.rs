@@ -12,11 +12,10 @@ use crate::common::{Cluster, WAIT, terminated};
 async fn wait_node(c: &Cluster, name: &str, what: &str, pred: impl Fn(&Node) -> bool) -> Node {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if let Ok(Some(n)) = c.client.all::<Node>().get_opt(name).await {
-            if pred(&n) {
+        if let Ok(Some(n)) = c.client.all::<Node>().get_opt(name).await
+            && pred(&n) {
                 return n;
             }
-        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "node {name}: timed out waiting for {what}"
