@@ -1,0 +1,153 @@
+//! `drover agent`: the node agent of this machine (registers the node and its devices, runs
+//! the pods bound to it, serves their logs). Also what `drover up` uses to start its local
+//! agent and its simulated nodes.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use drover_api::client::Client;
+use drover_api::client::config::drover_home;
+use drover_nodeagent::{AgentConfig, HollowCluster, HollowOptions};
+
+use super::GlobalArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Name of the node (default: this machine's host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Devices: auto (cpu, plus NVIDIA GPUs if present), nvidia, none, or simulated:PROFILE
+    /// (h100-8, a100-8, l4-4, cpu, or a profile YAML file).
+    #[arg(long, default_value = "auto")]
+    pub devices: String,
+    /// Where the agent keeps pod records, logs and working directories (default:
+    /// ~/.drover/agent).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// How often the node's lease is renewed (e.g. 10s, 500ms, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub lease_interval: Duration,
+    /// Port of the log server the API server proxies `drover logs` to (0 picks one).
+    #[arg(long, default_value_t = drover_nodeagent::logserver::DEFAULT_LOG_PORT)]
+    pub log_port: u16,
+    /// The node's address (default: the one this machine uses to reach the API server).
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// Where the log server listens (default: the node's address).
+    #[arg(long)]
+    pub log_address: Option<IpAddr>,
+    /// First restart delay of a crashing container; it doubles up to 5 minutes.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub restart_backoff: Duration,
+    /// The cgroup file system used for resource limits.
+    #[arg(long, default_value = drover_nodeagent::runtime::cgroup::DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: PathBuf,
+    /// Run containers without cgroup limits.
+    #[arg(long)]
+    pub no_cgroups: bool,
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration like 10s or 500ms"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl Args {
+    fn config(&self) -> anyhow::Result<AgentConfig> {
+        let state_dir = match &self.state_dir {
+            Some(d) => d.clone(),
+            None => drover_home()?.join("agent"),
+        };
+        let mut cfg = AgentConfig::new(self.name.clone().unwrap_or_else(host_name), state_dir)
+            .with_devices(self.devices.clone())
+            .with_lease_interval(self.lease_interval)
+            .with_log_port(self.log_port)
+            .with_backoff(
+                self.restart_backoff,
+                drover_nodeagent::pods::DEFAULT_BACKOFF_MAX,
+            )
+            .with_cgroup_root((!self.no_cgroups).then(|| self.cgroup_root.clone()));
+        cfg.node_ip = self.node_ip;
+        cfg.log_address = self.log_address;
+        Ok(cfg)
+    }
+}
+
+pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+    let client = global.client()?;
+    let cfg = args.config()?;
+    let name = cfg.node_name.clone();
+    drover_nodeagent::run(cfg, client, super::up::stop_signal())
+        .await
+        .with_context(|| format!("node agent {name}"))?;
+    Ok(())
+}
+
+/// For `drover up`: the local agent (real devices, named after the host) and `simulate` hollow
+/// nodes with `profile`, as tasks of this process.
+pub async fn spawn_for_up(
+    client: &Client,
+    agent_state_dir: PathBuf,
+    simulate: usize,
+    profile: &str,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    let cfg = AgentConfig::new(host_name(), agent_state_dir)
+        .with_devices("auto")
+        .with_log_port(0);
+    let agent_client = client.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = drover_nodeagent::run(cfg, agent_client, std::future::pending()).await {
+            tracing::error!(error = %e, "the local node agent stopped");
+        }
+    }));
+    if simulate > 0 {
+        let hollow = HollowCluster::start(
+            client.clone(),
+            simulate,
+            profile,
+            "sim",
+            HollowOptions::default(),
+        )
+        .await
+        .with_context(|| {
+            format!("cannot start {simulate} simulated nodes with profile {profile}")
+        })?;
+        println!(
+            "{simulate} simulated {profile} nodes registered (sim-0 .. sim-{})",
+            simulate - 1
+        );
+        tasks.push(tokio::spawn(async move {
+            // The cluster lives as long as this task; aborting the task stops its nodes.
+            let _hollow = hollow;
+            std::future::pending::<()>().await
+        }));
+    }
+    Ok(tasks)
+}
