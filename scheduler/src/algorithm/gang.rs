@@ -81,13 +81,25 @@ fn place_in_domains<'a>(
     gang: &GangRequest,
     rule: &TopologyRule,
 ) -> Result<PlanState<'a>, Diagnosis> {
-    // Domains with their nodes and free GPUs.
-    let mut domains: BTreeMap<String, (Vec<usize>, i64)> = BTreeMap::new();
+    // Each pending member needs at least `per_member` whole GPUs on one node, so a domain can
+    // hold at most sum(free whole GPUs / per_member) of them: a domain whose count of such
+    // slots is short of the members needed is never tried (for a 64 x 8-GPU gang: racks with
+    // fewer than 64 wholly free nodes are skipped without placing anything).
+    let needed: Vec<&Arc<PodInfo>> = gang.members.iter().take(gang.needed() as usize).collect();
+    let per_member = needed
+        .iter()
+        .map(|m| i64::from(m.request.whole_gpus()))
+        .filter(|&g| g > 0)
+        .min();
+    // Domains with their nodes, free whole GPUs and member slots.
+    let mut domains: BTreeMap<&str, (Vec<usize>, i64, i64)> = BTreeMap::new();
     for (i, n) in plan.nodes() {
         if let Some(v) = n.labels().get(&rule.key) {
-            let d = domains.entry(v.clone()).or_default();
+            let free = n.free_scalar(GPU_RESOURCE).max(0);
+            let d = domains.entry(v.as_str()).or_default();
             d.0.push(i);
-            d.1 += n.free_scalar(GPU_RESOURCE).max(0);
+            d.1 += free;
+            d.2 += per_member.map_or(0, |g| free / g);
         }
     }
     // Members already bound fix the domain.
@@ -95,23 +107,23 @@ fn place_in_domains<'a>(
         let node = plan.snapshot().node_named(&b.pod.spec.node_name)?;
         node.labels().get(&rule.key).cloned()
     });
-    let need_gpus: i64 = gang
-        .members
+    let need_gpus: i64 = needed
         .iter()
-        .take(gang.needed() as usize)
         .map(|m| i64::from(m.request.whole_gpus()))
         .sum();
-    let mut order: Vec<(&String, &(Vec<usize>, i64))> = domains
+    let need_slots = needed.iter().filter(|m| m.request.whole_gpus() > 0).count() as i64;
+    let mut order: Vec<(&str, &(Vec<usize>, i64, i64))> = domains
         .iter()
-        .filter(|(v, _)| fixed.as_ref().is_none_or(|f| f == *v))
-        .filter(|(_, (_, free))| *free >= need_gpus)
+        .map(|(v, d)| (*v, d))
+        .filter(|(v, _)| fixed.as_deref().is_none_or(|f| f == *v))
+        .filter(|(_, (_, free, slots))| *free >= need_gpus && *slots >= need_slots)
         .collect();
     // Tightest domains first: large domains stay whole for large gangs.
-    order.sort_by_key(|(v, (_, free))| (*free, (*v).clone()));
+    order.sort_by_key(|(v, (_, free, slots))| (*slots, *free, *v));
     let mut best: Option<(i64, PlanState<'a>)> = None;
     let mut successes = 0;
     let mut last_err: Option<Diagnosis> = None;
-    for (value, (nodes, free)) in order {
+    for (value, (nodes, free, _)) in order {
         let subset = NodeSubset {
             nodes: Arc::new(nodes.clone()),
             reason: format!("not in the gang's {}={} domain", rule.key, value),

@@ -93,22 +93,14 @@ impl Cache {
                 fresh
             }
         };
+        // The count of pods with required anti-affinity is kept by `insert`/`remove_pod` over
+        // every pod the cache holds, so node changes leave it alone (recounting here cost a
+        // scan of every pod per node heartbeat).
         self.state().put(info);
-        self.recount_anti_affinity();
     }
 
     pub fn remove_node(&mut self, name: &str) {
         self.state().remove(name);
-        self.recount_anti_affinity();
-    }
-
-    fn recount_anti_affinity(&mut self) {
-        let n = self
-            .pods
-            .values()
-            .filter(|e| e.info.has_required_anti_affinity())
-            .count();
-        self.state().anti_affinity_pods = n;
     }
 
     /// Whether the cache holds the pod (bound or assumed).
