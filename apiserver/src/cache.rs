@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, watch};
 use crate::kinds::{ErasedObject, Kinds};
 use crate::storage::{ChangeBatch, ChangeKind, KeyValue};
 
-/// One object as the cache holds it: the typed value and its JSON (with `resourceVersion`).
+/// One object as the cache holds it: the typed value (whose `resourceVersion` is empty: the
+/// version is `rv`) and its JSON as clients see it (with `resourceVersion`).
 pub struct CachedObject {
     /// `group/plural` of the kind.
     pub kind: Arc<str>,
@@ -204,8 +205,10 @@ impl WatchCache {
                 String::from_utf8_lossy(&kv.key)
             ))
         })?;
-        let decoded = ops.decode(&kv.value)?;
-        let (object, json) = ops.encode_with_rv(&*decoded, rev)?;
+        // The typed object keeps an empty resourceVersion: the version is `CachedObject::rv`, and
+        // the JSON clients see carries it.
+        let object = ops.decode(&kv.value)?;
+        let json = crate::kinds::render_with_rv(&**ops, &kv.value, rev)?;
         let info = ops.info();
         Ok(Arc::new(CachedObject {
             kind: kind_id(info.group, info.plural),

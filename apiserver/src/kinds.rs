@@ -82,6 +82,10 @@ impl<T: Resource> Default for Typed<T> {
 
 /// Decodes JSON into `T`, with the path of the offending field in the error.
 pub fn decode_typed<T: Resource>(json: &[u8]) -> Result<T, Status> {
+    // The fast path; only a failure pays for tracking the path of the offending field.
+    if let Ok(obj) = serde_json::from_slice(json) {
+        return Ok(obj);
+    }
     let de = &mut serde_json::Deserializer::from_slice(json);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -93,6 +97,51 @@ pub fn decode_typed<T: Resource>(json: &[u8]) -> Result<T, Status> {
         }
         Status::invalid(T::KIND, "", &FieldError::invalid(path, message).into())
     })
+}
+
+/// The JSON clients see for a stored value at revision `rv`: the stored JSON (which never holds
+/// `resourceVersion`) with `"resourceVersion":"<rv>"` spliced in as the first field of the
+/// top-level `metadata`, without decoding and re-encoding the object. `None` when the value does
+/// not have the layout the server writes (`{"apiVersion":"…","kind":"…","metadata":{…`) or
+/// already mentions a `resourceVersion` key; callers then take the slow path.
+pub fn splice_resource_version(value: &[u8], rv: u64) -> Option<Bytes> {
+    const START: &[u8] = b"{\"apiVersion\":\"";
+    const KIND: &[u8] = b"\",\"kind\":\"";
+    const META: &[u8] = b"\",\"metadata\":{";
+    let rest = value.strip_prefix(START)?;
+    let q = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    let rest = rest[q..].strip_prefix(KIND)?;
+    let q = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    let rest = rest[q..].strip_prefix(META)?;
+    if contains(value, b"\"resourceVersion\":") {
+        return None;
+    }
+    let at = value.len() - rest.len();
+    let rv = rv.to_string();
+    let mut out = Vec::with_capacity(value.len() + rv.len() + 22);
+    out.extend_from_slice(&value[..at]);
+    out.extend_from_slice(b"\"resourceVersion\":\"");
+    out.extend_from_slice(rv.as_bytes());
+    out.push(b'"');
+    if rest.first() != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Some(Bytes::from(out))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The JSON of a stored value at revision `rv`, by splicing when possible, else by decoding and
+/// re-encoding.
+pub fn render_with_rv(ops: &dyn KindOps, value: &Bytes, rv: u64) -> Result<Bytes, Status> {
+    if let Some(json) = splice_resource_version(value, rv) {
+        return Ok(json);
+    }
+    let obj = ops.decode(value)?;
+    Ok(ops.encode_with_rv(&*obj, rv)?.1)
 }
 
 /// serde's messages end with " at line L column C", which means nothing to the user of a YAML
@@ -109,6 +158,38 @@ pub fn downcast<T: Resource>(obj: &dyn ErasedObject) -> Result<&T, Status> {
     obj.as_any()
         .downcast_ref::<T>()
         .ok_or_else(|| Status::internal(format!("cached object is not a {}", T::KIND)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_puts_the_version_first_in_metadata() {
+        let v = br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{}}"#;
+        let out = splice_resource_version(v, 42).unwrap();
+        assert_eq!(
+            &out[..],
+            br#"{"apiVersion":"v1","kind":"Pod","metadata":{"resourceVersion":"42","name":"a"},"spec":{}}"#
+        );
+        let empty = br#"{"apiVersion":"v1","kind":"Pod","metadata":{}}"#;
+        assert_eq!(
+            &splice_resource_version(empty, 7).unwrap()[..],
+            br#"{"apiVersion":"v1","kind":"Pod","metadata":{"resourceVersion":"7"}}"#
+        );
+        // Anything else takes the slow path.
+        assert!(
+            splice_resource_version(br#"{"kind":"Pod","apiVersion":"v1","metadata":{}}"#, 1)
+                .is_none()
+        );
+        assert!(
+            splice_resource_version(br#"{"apiVersion":"v1","kind":"Pod","metadata":{"labels":{"resourceVersion":"x"}}}"#, 1)
+                .is_none()
+        );
+        let out: serde_json::Value =
+            serde_json::from_slice(&splice_resource_version(v, 42).unwrap()).unwrap();
+        assert_eq!(out["metadata"]["resourceVersion"], "42");
+    }
 }
 
 impl<T: Resource> KindOps for Typed<T> {

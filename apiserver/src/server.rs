@@ -155,6 +155,12 @@ pub async fn start_with_store(
     let app = crate::rest::router(service.clone())
         .merge(tonic::service::Routes::new(grpc).into_axum_router());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // Small request/response pairs must not wait for Nagle's algorithm and delayed ACKs.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

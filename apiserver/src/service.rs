@@ -247,11 +247,7 @@ impl ApiService {
     }
 
     fn render_prepared(&self, r: &Resolved<'_>, p: &Prepared, rev: u64) -> Bytes {
-        r.ops
-            .decode(&p.value)
-            .and_then(|o| r.ops.encode_with_rv(&*o, rev))
-            .map(|(_, json)| json)
-            .unwrap_or_else(|_| p.value.clone())
+        crate::kinds::render_with_rv(&**r.ops, &p.value, rev).unwrap_or_else(|_| p.value.clone())
     }
 
     pub async fn create(&self, _user: &User, t: &Target, body: &[u8]) -> Result<Bytes, Status> {
@@ -697,10 +693,7 @@ impl ApiService {
 
 /// Whether a prepared write would store exactly what is stored now.
 fn unchanged(r: &Resolved<'_>, p: &Prepared, old: &CachedObject) -> bool {
-    r.ops
-        .decode(&p.value)
-        .and_then(|o| r.ops.encode_with_rv(&*o, old.rv))
-        .is_ok_and(|(_, json)| json == old.json)
+    crate::kinds::render_with_rv(&**r.ops, &p.value, old.rv).is_ok_and(|json| json == old.json)
 }
 
 /// Renders a list object by splicing the cached JSON of each item.
