@@ -173,7 +173,7 @@ impl Recorder {
             ..Default::default()
         };
         ev.set_type_meta();
-        let created = crate::create::create(&self.client, &ev).await?;
+        let created = self.client.all().create(&ev).await?;
         self.remember(
             key,
             Seen {

@@ -258,9 +258,13 @@ impl GarbageCollector {
 
     async fn delete_dependent(&self, d: &Dependent, policy: &str) -> Result<(), GcError> {
         let m = d.meta();
+        // The dependent is deleted only as the collector saw it: if it changed since (an orphaning
+        // pass stripped its owner reference, say), the server answers Conflict and it stays.
         let params = DeleteParams {
             propagation_policy: Some(policy.into()),
             precondition_uid: Some(m.uid.clone()),
+            precondition_resource_version: Some(m.resource_version.clone())
+                .filter(|rv| !rv.is_empty()),
             ..Default::default()
         };
         let r = match d {

@@ -93,7 +93,7 @@ impl LeaderElector {
                 lease_transitions: Some(0),
                 ..Default::default()
             };
-            return match crate::create::create(self.api.client(), &lease).await {
+            return match self.api.client().all().create(&lease).await {
                 Ok(l) => {
                     self.observe(&l.spec);
                     Ok(true)

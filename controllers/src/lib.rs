@@ -14,7 +14,6 @@
 
 pub mod clock;
 pub mod config;
-pub mod create;
 pub mod events;
 pub mod eviction;
 pub mod gc;

@@ -196,7 +196,7 @@ async fn renew(client: &drover_api::client::Client, node: &str) {
             l.spec.holder_identity = Some(node.into());
             l.spec.lease_duration_seconds = Some(2);
             l.spec.renew_time = Some(now);
-            let _ = drover_controllers::create::create(client, &l).await;
+            let _ = client.all().create(&l).await;
         }
     }
 }

@@ -135,9 +135,7 @@ async fn finished_pods_are_collected_after_their_ttl() {
         image: "busybox".into(),
         ..Default::default()
     }];
-    let pod = drover_controllers::create::create(&c.client, &pod)
-        .await
-        .expect("create pod");
+    let pod = c.client.all().create(&pod).await.expect("create pod");
     bind(&c.client, &pod, "n1").await;
     set_phase(&c.client, &pod, pod_phase::SUCCEEDED).await;
     eventually("finished pod collected", 10, || async {

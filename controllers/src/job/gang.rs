@@ -154,7 +154,7 @@ async fn ensure_pod_group(c: &JobController, key: &str, job: &Job) -> Result<(),
     {
         return Ok(());
     }
-    match crate::create::create(&c.client, &pod_group_for(job)).await {
+    match c.client.all().create(&pod_group_for(job)).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_already_exists() => Ok(()),
         Err(source) => Err(JobError::Api {

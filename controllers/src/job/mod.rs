@@ -120,7 +120,7 @@ impl JobController {
     }
 
     pub(crate) async fn create_pod(&self, key: &str, job: &Job, pod: Pod) -> Result<Pod, JobError> {
-        match crate::create::create(&self.client, &pod).await {
+        match self.client.all().create(&pod).await {
             Ok(created) => {
                 self.expectations.created(key, created.clone());
                 self.events

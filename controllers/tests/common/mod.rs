@@ -56,9 +56,7 @@ pub async fn add_node(client: &Client, name: &str) {
             name.len() + name.bytes().last().unwrap_or(0) as usize % 200
         ),
     }];
-    drover_controllers::create::create(client, &node)
-        .await
-        .expect("create node");
+    client.all().create(&node).await.expect("create node");
 }
 
 /// Settings for tests that do not exercise node health (nodes never heartbeat there).
@@ -143,9 +141,7 @@ pub fn job_from_yaml(text: &str) -> Job {
 pub async fn create_job(client: &Client, ns: &str, job: &Job) -> Job {
     let mut j = job.clone();
     j.metadata.namespace = ns.to_string();
-    drover_controllers::create::create(client, &j)
-        .await
-        .expect("create job")
+    client.all().create(&j).await.expect("create job")
 }
 
 pub async fn get_job(client: &Client, ns: &str, name: &str) -> Job {
