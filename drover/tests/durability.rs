@@ -55,6 +55,8 @@ fn acknowledged_writes_survive_kill_9() {
     let data = dir.path().join("data");
     let config = dir.path().join("config");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // The client's channel needs the runtime's reactor even when it is only being set up.
+    let _enter = rt.enter();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     for round in 0..ROUNDS {
         let (mut child, cfg) = start_server(&data, &config);
