@@ -249,9 +249,10 @@ fn dispatch(supervisors: &mut HashMap<String, PodSupervisor>, change: &Change<Po
             if let Some(old) = old
                 .as_ref()
                 .filter(|o| o.spec.node_name != new.spec.node_name)
-                && let Some(s) = supervisors.get_mut(&old.spec.node_name) {
-                    s.handle(&Change::Deleted(old.clone()));
-                }
+                && let Some(s) = supervisors.get_mut(&old.spec.node_name)
+            {
+                s.handle(&Change::Deleted(old.clone()));
+            }
             if let Some(s) = supervisors.get_mut(&new.spec.node_name) {
                 s.handle(change);
             }

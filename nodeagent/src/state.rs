@@ -160,9 +160,10 @@ impl StateStore {
     pub fn remove(&self, namespace: &str, name: &str, uid: &str) {
         let dir = self.pod_dir(namespace, name, uid);
         if let Err(e) = std::fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the pod's folder");
-            }
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the pod's folder");
+        }
     }
 
     /// The newest folder of pod `namespace/name` (by modification time), for serving logs.

@@ -326,13 +326,15 @@ impl PodSupervisor {
         for (name, c) in &record.containers {
             if let Some(run) = c.running
                 && crate::runtime::procfs::is_alive(run.process)
-                    && let Ok(pid) = i32::try_from(run.process.pid) {
-                        let _ = nix::sys::signal::killpg(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-            self.ctx.runtime.cleanup(&record.uid, name);
+                && let Ok(pid) = i32::try_from(run.process.pid)
+            {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let (runtime, uid, name) = (self.ctx.runtime.clone(), record.uid.clone(), name.clone());
+            tokio::task::spawn_blocking(move || runtime.cleanup(&uid, &name));
         }
         if let Some(state) = &self.ctx.state {
             state.remove(&record.namespace, &record.name, &record.uid);

@@ -91,9 +91,10 @@ impl Worker {
 
     fn save(&self) {
         if let Some(state) = &self.ctx.state
-            && let Err(e) = state.save(&self.record) {
-                tracing::warn!(error = %e, "cannot save the pod's record");
-            }
+            && let Err(e) = state.save(&self.record)
+        {
+            tracing::warn!(error = %e, "cannot save the pod's record");
+        }
     }
 
     fn is_init(&self, name: &str) -> bool {
@@ -609,8 +610,18 @@ impl Worker {
         }
         self.ctx.release_devices(&self.record.uid);
         for name in self.record.containers.keys() {
-            self.ctx.runtime.cleanup(&self.record.uid, name);
             self.ctx.logs.set_running(&self.dir_name(), name, false);
+        }
+        let runtime = self.ctx.runtime.clone();
+        let uid = self.record.uid.clone();
+        let names: Vec<String> = self.record.containers.keys().cloned().collect();
+        let cleaned = tokio::task::spawn_blocking(move || {
+            for name in names {
+                runtime.cleanup(&uid, &name);
+            }
+        });
+        if let Err(e) = cleaned.await {
+            tracing::warn!(error = %e, "cgroup cleanup failed");
         }
         if let Some(state) = &self.ctx.state {
             state.remove(&self.record.namespace, &self.record.name, &self.record.uid);

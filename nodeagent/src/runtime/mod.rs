@@ -173,7 +173,8 @@ pub trait Runtime: Send + Sync {
     /// identity; `None` when it is no longer running.
     fn attach(&self, spec: &ContainerSpec, id: ProcessId) -> Option<Box<dyn Container>>;
 
-    /// Removes what the runtime kept for a pod's container (its cgroup).
+    /// Removes what the runtime kept for a pod's container (its cgroup). May block briefly:
+    /// call it from a blocking thread.
     fn cleanup(&self, pod_uid: &str, container: &str);
 
     /// Why resource limits cannot be enforced on this host, if they cannot.

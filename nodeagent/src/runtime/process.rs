@@ -110,9 +110,10 @@ impl Runtime for ProcessRuntime {
         })?;
         let pid = child.id().unwrap_or(0);
         if let Some(cg) = &cgroup
-            && let Err(e) = cg.add(pid) {
-                tracing::warn!(pod = %spec.pod_key, container = name, error = %e, "cannot move the process into its cgroup");
-            }
+            && let Err(e) = cg.add(pid)
+        {
+            tracing::warn!(pod = %spec.pod_key, container = name, error = %e, "cannot move the process into its cgroup");
+        }
         let id = procfs::identify(pid);
         tracing::debug!(pod = %spec.pod_key, container = name, pid, "container started");
         Ok(Box::new(ProcessContainer {
@@ -135,9 +136,17 @@ impl Runtime for ProcessRuntime {
         }))
     }
 
+    /// Blocks (briefly) until the cgroup's processes are gone; call it off the async threads.
     fn cleanup(&self, pod_uid: &str, container: &str) {
         if let Some(cg) = self.cgroups.container(pod_uid, container) {
             cg.kill_all();
+            // A cgroup can only be removed once its killed processes are gone.
+            for _ in 0..100 {
+                if cg.pids().is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             cg.remove();
         }
         self.cgroups.remove_pod(pod_uid);
@@ -229,9 +238,10 @@ impl Container for ProcessContainer {
         };
         let result = killpg(self.pgid(), sig);
         if signal == StopSignal::Kill
-            && let Some(cg) = &self.cgroup {
-                cg.kill_all();
-            }
+            && let Some(cg) = &self.cgroup
+        {
+            cg.kill_all();
+        }
         match result {
             Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
             Err(source) => Err(RuntimeError::Signal {

@@ -204,9 +204,11 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
             continue;
         };
         if let Some(s) = drover_nodeagent::runtime::procfs::parse_stat(&text)
-            && s.pgid as i32 == pgid && s.state != 'Z' {
-                out.push(pid);
-            }
+            && s.pgid as i32 == pgid
+            && s.state != 'Z'
+        {
+            out.push(pid);
+        }
     }
     out
 }
@@ -285,6 +287,32 @@ impl Cluster {
         Agent {
             stop: Some(stop),
             task,
+        }
+    }
+}
+
+impl Cluster {
+    /// Force-deletes every pod and waits until the agent of `node` has stopped and forgotten
+    /// them, so no test leaves processes (or cgroups) behind.
+    pub async fn cleanup(&self, node: &str) {
+        let pods = self.client.namespaced::<Pod>("default");
+        let params = drover_api::client::DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        if let Ok(list) = pods.list(&Default::default()).await {
+            for p in list.items {
+                let _ = pods.delete(&p.metadata.name, &params).await;
+            }
+        }
+        let dir = self.state_dir(node).join("pods");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pods of {node} were not cleaned up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

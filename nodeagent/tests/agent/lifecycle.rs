@@ -87,6 +87,7 @@ async fn exit_codes_signals_env_and_init_containers() {
     let t = terminated(&p, "main").expect("terminated");
     assert_eq!(t.reason, "StartError");
     assert!(t.message.contains("no command"), "{}", t.message);
+    c.cleanup("n1").await;
     agent.stop().await;
 }
 
@@ -127,6 +128,7 @@ async fn restart_policies_and_backoff() {
         })
         .await;
     assert_eq!(p.status.phase, "Running");
+    c.cleanup("n1").await;
     agent.stop().await;
 }
 
@@ -183,6 +185,7 @@ async fn delete_kills_the_whole_tree_after_the_grace_period() {
         "survivors: {:?}",
         group_members(stub_pgid)
     );
+    c.cleanup("n1").await;
     agent.stop().await;
 }
 
@@ -254,5 +257,6 @@ async fn logs_through_the_api_server_with_tail_and_follow() {
         .err()
         .expect("error");
     assert!(err.is_not_found(), "{err}");
+    c.cleanup("n1").await;
     agent.stop().await;
 }

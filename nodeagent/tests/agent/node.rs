@@ -13,9 +13,10 @@ async fn wait_node(c: &Cluster, name: &str, what: &str, pred: impl Fn(&Node) -> 
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Ok(Some(n)) = c.client.all::<Node>().get_opt(name).await
-            && pred(&n) {
-                return n;
-            }
+            && pred(&n)
+        {
+            return n;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "node {name}: timed out waiting for {what}"

@@ -44,6 +44,7 @@ async fn pods_keep_running_while_the_api_server_is_away() {
         .wait_pod("steady", "Running", |p| p.status.phase == "Running")
         .await;
     assert_eq!(main_pid(&steady), Some(pid));
+    c.cleanup("n1").await;
     agent.stop().await;
 }
 
@@ -98,5 +99,6 @@ async fn agent_restart_neither_loses_nor_duplicates_pods() {
         .expect("delete");
     c.wait_gone("keep").await;
     assert!(group_members(pid).is_empty());
+    c.cleanup("n1").await;
     agent.stop().await;
 }
