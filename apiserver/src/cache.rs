@@ -145,6 +145,8 @@ struct State {
     history_from: u64,
     watchers: HashMap<u64, Watcher>,
     next_watcher: u64,
+    /// Set at shutdown: no new watches.
+    closed: bool,
 }
 
 /// The API server's in-memory copy of the store.
@@ -181,6 +183,7 @@ impl WatchCache {
                 history_from: 0,
                 watchers: HashMap::new(),
                 next_watcher: 1,
+                closed: false,
             })),
             applied: watch::Sender::new(0),
             kinds,
@@ -389,6 +392,12 @@ impl WatchCache {
     /// Starts a watch after `from` (`None`: the current state as ADDED events first).
     pub fn watch(&self, filter: Filter, from: Option<u64>) -> Result<WatchStart, Status> {
         let mut st = self.write();
+        if st.closed {
+            return Err(Status::new(
+                drover_api::Reason::ServiceUnavailable,
+                "the API server is shutting down",
+            ));
+        }
         let mut initial = Vec::new();
         match from {
             None => {
@@ -421,6 +430,14 @@ impl WatchCache {
         st.next_watcher += 1;
         st.watchers.insert(id, Watcher { filter, tx });
         Ok(WatchStart { initial, rx, id })
+    }
+
+    /// Ends every watch (their streams finish) and refuses new ones: for shutdown, so that
+    /// long-lived watch connections do not hold the server open.
+    pub fn close_watchers(&self) {
+        let mut st = self.write();
+        st.closed = true;
+        st.watchers.clear();
     }
 
     /// Ends a watch.

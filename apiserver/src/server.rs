@@ -42,6 +42,9 @@ pub enum ServerError {
     Serve(std::io::Error),
 }
 
+/// How long shutdown waits for open requests before closing their connections.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running API server.
 pub struct RunningServer {
     /// Where it listens (the real port when asked for port 0).
@@ -72,12 +75,19 @@ impl RunningServer {
 
     /// Stops serving and waits for the server to finish.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        // Watches never end by themselves: end them, so graceful shutdown can finish.
+        self.service.cache().close_watchers();
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        let served = match (&mut self.task).await {
-            Ok(r) => r,
-            Err(e) => Err(ServerError::Serve(std::io::Error::other(e))),
+        let served = match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(ServerError::Serve(std::io::Error::other(e))),
+            Err(_) => {
+                tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+                self.task.abort();
+                Ok(())
+            }
         };
         for t in self.background.drain(..) {
             t.abort();

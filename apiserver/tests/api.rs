@@ -561,3 +561,21 @@ async fn list_pages_with_limit_and_continue() {
     }
     assert_eq!(seen, ["p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_watches() {
+    let s = start().await;
+    let pods = s.client().namespaced::<Pod>("default");
+    let mut w = pods.watch(&ListParams::default(), "0").await.unwrap();
+    let common::TestServer { server, dir: _dir } = s;
+    tokio::time::timeout(Duration::from_secs(4), server.shutdown())
+        .await
+        .expect("shutdown does not wait for the watch")
+        .unwrap();
+    // The watch ends (cleanly or with an error), it does not hang.
+    let end = tokio::time::timeout(Duration::from_secs(4), async {
+        while let Some(Ok(_)) = w.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the watch stream still hangs");
+}

@@ -76,7 +76,7 @@ impl LeaseKeeper {
                         lease.spec.lease_duration_seconds = Some(self.duration_seconds);
                         lease.spec.acquire_time = Some(now);
                         lease.spec.renew_time = Some(now);
-                        crate::create_object(client, &lease).await
+                        client.all().create(&lease).await
                     }
                 },
             };

@@ -20,20 +20,3 @@ pub mod state;
 
 pub use agent::{AgentConfig, AgentError, run};
 pub use hollow::{HollowCluster, HollowError, HollowOptions};
-
-/// Creates an object through the collection. `Api::create` names the object in the request's
-/// target, which the API server refuses ("create is a POST to the collection"); until the
-/// client is fixed, the agent posts to the collection itself.
-pub async fn create_object<T: drover_api::Resource>(
-    client: &drover_api::client::Client,
-    obj: &T,
-) -> Result<T, drover_api::client::ClientError> {
-    let mut obj = obj.clone();
-    obj.set_type_meta();
-    let ns = obj.meta().namespace.clone();
-    let target = drover_api::client::target(&T::info(), Some(ns.as_str()), "", "");
-    let body = serde_json::to_vec(&obj)
-        .map_err(|e| drover_api::client::ClientError::Encode(e.to_string()))?;
-    let out = client.create_raw(target, body).await?;
-    Ok(serde_json::from_slice(&out)?)
-}

@@ -213,7 +213,7 @@ pub async fn register(
         None => {
             let mut node = Node::new(&facts.name);
             node.metadata.labels = labels(facts, discovery);
-            match crate::create_object(client, &node).await {
+            match client.all().create(&node).await {
                 Ok(n) => n,
                 Err(e) if e.is_already_exists() => api.get(&facts.name).await.map_err(err)?,
                 Err(e) => return Err(err(e)),

@@ -88,9 +88,7 @@ impl Cluster {
     }
 
     pub async fn create_pod(&self, pod: Pod) -> Pod {
-        drover_nodeagent::create_object(&self.client, &pod)
-            .await
-            .expect("pod created")
+        self.client.all().create(&pod).await.expect("pod created")
     }
 
     pub async fn get_pod(&self, name: &str) -> Option<Pod> {
