@@ -35,3 +35,5 @@ pub enum BenchError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
+
+pub mod openb;

@@ -10,10 +10,13 @@
 //! ([`WorkloadModel`](crate::cache::WorkloadModel)). The raw score is minus the increase (the
 //! gradient) the pod's placement causes on the node.
 //!
-//! Beyond the paper: the normalisation keeps every node whose gradient is within
-//! [`DEFAULT_TOLERANCE_MILLI`] of the best near the top, so the packing scores of the profile
-//! (MostAllocated) break near-ties — among placements that fragment equally, the fullest node
-//! wins and empty nodes stay empty for the large requests.
+//! Beyond the paper: each free GPU thousandth the placement leaves on the node costs
+//! [`DEFAULT_PACK_WEIGHT`] thousandths of gradient, so among placements that fragment (nearly)
+//! equally the fuller node wins — cpu-only pods go to nodes whose GPUs are spent, and empty
+//! nodes stay empty for large requests; and the normalisation maps gradients
+//! [`DEFAULT_TOLERANCE_MILLI`] or more worse than the best to zero, so the profile's other
+//! scores only break near-ties. On the openb replay (2 seeds) this lifts FGD alone from 94.7%
+//! to 95.2% GPU allocation at 130% demand (tuned: packing 0.001–0.05, tolerance 30–1000).
 
 use std::sync::Arc;
 
@@ -32,7 +35,9 @@ use crate::resources::FULL_DEVICE_MILLI;
 pub const NAME: &str = "Fragmentation";
 /// A gradient this many thousandths of a GPU (expected fragment) worse than the best scores
 /// zero; closer ones are near-ties that packing may break.
-pub const DEFAULT_TOLERANCE_MILLI: f64 = 10.0;
+pub const DEFAULT_TOLERANCE_MILLI: f64 = 100.0;
+/// See [`Args::pack_weight`].
+pub const DEFAULT_PACK_WEIGHT: f64 = 0.003;
 /// Raw scores carry the gradient in millionths of a GPU.
 const RAW_PER_MILLI: f64 = 1000.0;
 
@@ -42,6 +47,14 @@ pub struct Args {
     /// Near-tie tolerance in thousandths of a GPU; 0 ranks by the gradient alone (min-max).
     #[serde(default = "default_tolerance")]
     pub tolerance_milli: f64,
+    /// Packing pressure: thousandths of a GPU of gradient one free thousandth left on the node
+    /// is worth; breaks near-ties toward the fuller node (0: the gradient alone).
+    #[serde(default = "default_pack")]
+    pub pack_weight: f64,
+}
+
+fn default_pack() -> f64 {
+    DEFAULT_PACK_WEIGHT
 }
 
 fn default_tolerance() -> f64 {
@@ -52,6 +65,7 @@ impl Default for Args {
     fn default() -> Self {
         Args {
             tolerance_milli: DEFAULT_TOLERANCE_MILLI,
+            pack_weight: DEFAULT_PACK_WEIGHT,
         }
     }
 }
@@ -63,6 +77,12 @@ pub struct Fragmentation {
 
 pub fn new(args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
     let args: Args = parse_args(NAME, args)?;
+    if !(args.pack_weight >= 0.0 && args.pack_weight.is_finite()) {
+        return Err(RegistryError::args(
+            NAME,
+            format!("packWeight {} must be ≥ 0", args.pack_weight),
+        ));
+    }
     if !(args.tolerance_milli >= 0.0 && args.tolerance_milli.is_finite()) {
         return Err(RegistryError::args(
             NAME,
@@ -157,14 +177,15 @@ fn free_of(node: &NodeInfo) -> Option<Free> {
     })
 }
 
-/// The gradient of placing `pod` on `node` with `choice`: fragmentation after minus before.
+/// The gradient of placing `pod` on `node` with `choice` (fragmentation after minus before),
+/// and the free GPU thousandths left.
 fn gradient(
     node: &NodeInfo,
     pod: &PodInfo,
     choice: &DeviceChoice,
     before: &Free,
     classes: &[GpuClass],
-) -> Option<f64> {
+) -> Option<(f64, u32)> {
     let set = node.gpus()?;
     let mut gpus = before.gpus.clone();
     for (si, mask) in &choice.whole {
@@ -182,10 +203,9 @@ fn gradient(
         gpus[k] = gpus[k].saturating_sub(m);
     }
     let cpu = before.cpu - pod.request.res.cpu_milli;
-    Some(
-        node_fragmentation(cpu, &gpus, classes)
-            - node_fragmentation(before.cpu, &before.gpus, classes),
-    )
+    let delta = node_fragmentation(cpu, &gpus, classes)
+        - node_fragmentation(before.cpu, &before.gpus, classes);
+    Some((delta, gpus.iter().sum()))
 }
 
 /// The device (index in the node's GPU set) a share of `milli` should take by the gradient:
@@ -247,8 +267,10 @@ impl Score for Fragmentation {
         let (Some(before), Some(choice)) = (free_of(node), choose(pod, node)) else {
             return 0;
         };
-        gradient(node, pod, &choice, &before, classes)
-            .map_or(0, |delta| -(delta * RAW_PER_MILLI).round() as i64)
+        gradient(node, pod, &choice, &before, classes).map_or(0, |(delta, left)| {
+            let cost = delta + self.args.pack_weight * f64::from(left);
+            -(cost * RAW_PER_MILLI).round() as i64
+        })
     }
 
     fn normalize(&self, scores: &mut [i64]) {
