@@ -58,6 +58,10 @@ impl<'a> PlanState<'a> {
 
     /// A node as the plan sees it.
     pub fn node(&self, idx: usize) -> Option<&NodeInfo> {
+        // Most plans change nothing: skip the hash lookup on the hot path.
+        if self.changed.is_empty() {
+            return self.base.node(idx).map(|n| &**n);
+        }
         match self.changed.get(&idx) {
             Some(n) => Some(n),
             None => self.base.node(idx).map(|n| &**n),
@@ -92,7 +96,7 @@ impl<'a> PlanState<'a> {
 
     /// Whether the plan changed node `idx` (its class in the snapshot no longer describes it).
     pub fn is_changed(&self, idx: usize) -> bool {
-        self.changed.contains_key(&idx)
+        !self.changed.is_empty() && self.changed.contains_key(&idx)
     }
 
     /// Nodes the plan changed, in index order.

@@ -36,8 +36,8 @@ struct AffinityState {
     /// pod of a group may go anywhere the key exists.
     first_of_group: bool,
     anti: Vec<(String, HashSet<String>)>,
-    /// (key, value) domains where an existing pod's anti-affinity forbids this pod.
-    existing_anti: HashSet<(String, String)>,
+    /// Domains (key → values) where an existing pod's anti-affinity forbids this pod.
+    existing_anti: HashMap<String, HashSet<String>>,
     /// Preferred terms: weight by (key, value).
     preferred: HashMap<(String, String), i64>,
     active: bool,
@@ -175,7 +175,10 @@ impl PreFilter for InterPodAffinity {
                         if term_matches(t, q.namespace(), &pod.pod)
                             && let Some(v) = labels.get(&t.topology_key)
                         {
-                            s.existing_anti.insert((t.topology_key.clone(), v.clone()));
+                            s.existing_anti
+                                .entry(t.topology_key.clone())
+                                .or_default()
+                                .insert(v.clone());
                         }
                     }
                 }
@@ -207,10 +210,10 @@ impl Filter for InterPodAffinity {
                 return Status::unschedulable(ANTI_AFFINITY_REASON);
             }
         }
-        if !s.existing_anti.is_empty()
-            && labels
-                .iter()
-                .any(|(k, v)| s.existing_anti.contains(&(k.clone(), v.clone())))
+        // By key, so checking a node allocates nothing.
+        if s.existing_anti
+            .iter()
+            .any(|(k, values)| labels.get(k).is_some_and(|v| values.contains(v)))
         {
             return Status::unschedulable(EXISTING_ANTI_AFFINITY_REASON);
         }
