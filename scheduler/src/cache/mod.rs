@@ -7,6 +7,7 @@
 //! its binding fails, and expires if neither happens within [`DEFAULT_ASSUME_TTL`].
 
 pub mod classes;
+pub mod labels;
 pub mod node_info;
 pub mod plan;
 pub mod pod_info;

@@ -85,6 +85,8 @@ pub struct PodSlot {
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
     pub name: Arc<str>,
+    /// Its index in the snapshot (set when put there; 0 for a node outside any snapshot).
+    pub index: usize,
     pub node: Arc<Node>,
     pub allocatable: Resources,
     pub requested: Resources,
@@ -126,6 +128,7 @@ impl NodeInfo {
         }
         NodeInfo {
             name: node.metadata.name.as_str().into(),
+            index: 0,
             node,
             allocatable,
             requested: Resources::default(),

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::classes::ClassIndex;
+use super::labels::{Column, LabelIndex};
 use super::node_info::NodeInfo;
 use super::workload::WorkloadModel;
 use crate::resources::{GPU_RESOURCE, PodRequest};
@@ -92,6 +93,7 @@ pub struct Snapshot {
     by_name: HashMap<Arc<str>, usize>,
     index: ShapeIndex,
     classes: ClassIndex,
+    labels: LabelIndex,
     count: usize,
     /// Pods with required anti-affinity on any node (others must respect them).
     pub anti_affinity_pods: usize,
@@ -143,8 +145,13 @@ impl Snapshot {
         &self.classes
     }
 
+    /// Every node's value of a label key, as ids.
+    pub fn label_column(&self, key: &str) -> Option<Column> {
+        self.labels.column(key)
+    }
+
     /// Adds or replaces a node.
-    pub fn put(&mut self, info: NodeInfo) -> usize {
+    pub fn put(&mut self, mut info: NodeInfo) -> usize {
         let idx = match self.by_name.get(&*info.name) {
             Some(&i) => i,
             None => {
@@ -157,8 +164,11 @@ impl Snapshot {
         if self.nodes[idx].is_none() {
             self.count += 1;
         }
+        info.index = idx;
         self.index.set(idx, Some(&info));
         self.classes.set(idx, Some(&info));
+        self.labels
+            .set(idx, Some(&info), self.nodes[idx].as_deref());
         self.nodes[idx] = Some(Arc::new(info));
         idx
     }
@@ -183,6 +193,7 @@ impl Snapshot {
         }
         self.index.set(idx, None);
         self.classes.set(idx, None);
+        self.labels.set(idx, None, old.as_deref());
         old
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use drover_api::core::{Pod, PodAffinityTerm};
 
+use crate::cache::labels::{Column, Lookup};
 use crate::cache::{NodeInfo, PlanState, PodInfo};
 use crate::framework::{
     CycleState, Filter, NodeView, Plugin, PreFilter, RegistryError, Score, Status,
@@ -27,17 +28,63 @@ pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> 
     Ok(Arc::new(InterPodAffinity))
 }
 
+/// Values of one topology key (where matching pods run), also by label value id so a node is
+/// checked with two array reads.
+#[derive(Debug, Default)]
+struct DomainSet {
+    key: String,
+    values: HashSet<String>,
+    ids: Option<(Column, Vec<bool>)>,
+}
+
+impl DomainSet {
+    fn new(key: &str) -> DomainSet {
+        DomainSet {
+            key: key.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Indexes the values by id (once they are all in).
+    fn finish(&mut self, cluster: &PlanState<'_>) {
+        if let Some(col) = cluster.snapshot().label_column(&self.key) {
+            let mut by_id = vec![false; col.column.id_bound()];
+            for v in &self.values {
+                if let Some(id) = col.id(v) {
+                    by_id[id as usize] = true;
+                }
+            }
+            self.ids = Some((col, by_id));
+        }
+    }
+
+    /// Whether the node's domain is in the set; `None` when the node lacks the key.
+    fn contains(&self, node: &NodeInfo) -> Option<bool> {
+        match &self.ids {
+            Some((col, by_id)) => match col.lookup(node) {
+                Lookup::Value(id) => return Some(by_id.get(id as usize).copied().unwrap_or(false)),
+                Lookup::Absent => return None,
+                Lookup::Unknown => {}
+            },
+            None => {}
+        }
+        node.labels()
+            .get(&self.key)
+            .map(|v| self.values.contains(v))
+    }
+}
+
 /// Domains computed by the pre-filter.
 #[derive(Debug, Default)]
 struct AffinityState {
-    /// Per required affinity term: its key and the values where matching pods run.
-    affinity: Vec<(String, HashSet<String>)>,
+    /// Per required affinity term: the values of its key where matching pods run.
+    affinity: Vec<DomainSet>,
     /// No pod matches the affinity terms anywhere, but the pod matches them itself: the first
     /// pod of a group may go anywhere the key exists.
     first_of_group: bool,
-    anti: Vec<(String, HashSet<String>)>,
-    /// Domains (key → values) where an existing pod's anti-affinity forbids this pod.
-    existing_anti: HashMap<String, HashSet<String>>,
+    anti: Vec<DomainSet>,
+    /// Domains where an existing pod's anti-affinity forbids this pod, by key.
+    existing_anti: Vec<DomainSet>,
     /// Preferred terms: weight by (key, value).
     preferred: HashMap<(String, String), i64>,
     active: bool,
@@ -130,12 +177,13 @@ impl PreFilter for InterPodAffinity {
         s.active = true;
         s.affinity = aff
             .iter()
-            .map(|t| (t.topology_key.clone(), HashSet::new()))
+            .map(|t| DomainSet::new(&t.topology_key))
             .collect();
         s.anti = anti
             .iter()
-            .map(|t| (t.topology_key.clone(), HashSet::new()))
+            .map(|t| DomainSet::new(&t.topology_key))
             .collect();
+        let mut existing: HashMap<String, DomainSet> = HashMap::new();
         let ns = pod.namespace();
         let mut any_affinity_match = false;
         for (_, node) in cluster.nodes() {
@@ -149,7 +197,7 @@ impl PreFilter for InterPodAffinity {
                     if term_matches(t, ns, &q.pod) {
                         any_affinity_match = true;
                         if let Some(v) = labels.get(&t.topology_key) {
-                            s.affinity[i].1.insert(v.clone());
+                            s.affinity[i].values.insert(v.clone());
                         }
                     }
                 }
@@ -157,7 +205,7 @@ impl PreFilter for InterPodAffinity {
                     if term_matches(t, ns, &q.pod)
                         && let Some(v) = labels.get(&t.topology_key)
                     {
-                        s.anti[i].1.insert(v.clone());
+                        s.anti[i].values.insert(v.clone());
                     }
                 }
                 for (w, t) in &preferred {
@@ -175,9 +223,10 @@ impl PreFilter for InterPodAffinity {
                         if term_matches(t, q.namespace(), &pod.pod)
                             && let Some(v) = labels.get(&t.topology_key)
                         {
-                            s.existing_anti
+                            existing
                                 .entry(t.topology_key.clone())
-                                .or_default()
+                                .or_insert_with(|| DomainSet::new(&t.topology_key))
+                                .values
                                 .insert(v.clone());
                         }
                     }
@@ -185,6 +234,15 @@ impl PreFilter for InterPodAffinity {
             }
         }
         s.first_of_group = !any_affinity_match && aff.iter().all(|t| term_matches(t, ns, &pod.pod));
+        s.existing_anti = existing.into_values().collect();
+        for d in s
+            .affinity
+            .iter_mut()
+            .chain(&mut s.anti)
+            .chain(&mut s.existing_anti)
+        {
+            d.finish(cluster);
+        }
         state.insert(s);
         Status::success()
     }
@@ -198,22 +256,19 @@ impl Filter for InterPodAffinity {
         if !s.active {
             return Status::success();
         }
-        let labels = node.labels();
-        for (key, values) in &s.affinity {
-            match labels.get(key) {
-                Some(v) if values.contains(v) || s.first_of_group => {}
+        for d in &s.affinity {
+            match d.contains(node) {
+                Some(true) => {}
+                Some(false) if s.first_of_group => {}
                 _ => return Status::unresolvable(AFFINITY_REASON),
             }
         }
-        for (key, values) in &s.anti {
-            if labels.get(key).is_some_and(|v| values.contains(v)) {
-                return Status::unschedulable(ANTI_AFFINITY_REASON);
-            }
+        if s.anti.iter().any(|d| d.contains(node) == Some(true)) {
+            return Status::unschedulable(ANTI_AFFINITY_REASON);
         }
-        // By key, so checking a node allocates nothing.
         if s.existing_anti
             .iter()
-            .any(|(k, values)| labels.get(k).is_some_and(|v| values.contains(v)))
+            .any(|d| d.contains(node) == Some(true))
         {
             return Status::unschedulable(EXISTING_ANTI_AFFINITY_REASON);
         }

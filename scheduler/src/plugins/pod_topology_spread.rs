@@ -9,6 +9,7 @@ use drover_api::core::unsatisfiable_action;
 use drover_api::selector::LabelSelector;
 
 use super::node_affinity::node_matches;
+use crate::cache::labels::{Column, Lookup};
 use crate::cache::{NodeInfo, PlanState, PodInfo};
 use crate::framework::{
     CycleState, Filter, NodeView, Plugin, PreFilter, RegistryError, Score, Status,
@@ -35,6 +36,27 @@ struct Constraint {
     self_match: i64,
     counts: HashMap<String, i64>,
     min: i64,
+    /// The key's label column and the counts by value id (a node lookup without strings).
+    column: Option<Column>,
+    counts_by_id: Vec<i64>,
+}
+
+impl Constraint {
+    /// Matching pods in the node's domain; `None` when the node lacks the key.
+    fn count_at(&self, node: &NodeInfo) -> Option<i64> {
+        match self.column.as_ref().map(|c| c.lookup(node)) {
+            Some(Lookup::Value(id)) => {
+                Some(self.counts_by_id.get(id as usize).copied().unwrap_or(0))
+            }
+            Some(Lookup::Absent) => None,
+            _ => node.labels().get(&self.key).map(|v| {
+                match self.column.as_ref().and_then(|c| c.id(v)) {
+                    Some(id) => self.counts_by_id.get(id as usize).copied().unwrap_or(0),
+                    None => self.counts.get(v).copied().unwrap_or(0),
+                }
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -75,24 +97,53 @@ impl PreFilter for PodTopologySpread {
                     && !p.is_terminating()
                     && selector.matches(p.labels())
             };
+            let column = cluster.snapshot().label_column(&c.topology_key);
+            // Without node constraints every node counts: its domain by id, no string work.
+            let spec = &pod.pod.spec;
+            let any_node = spec.node_selector.is_empty()
+                && spec
+                    .affinity
+                    .as_ref()
+                    .and_then(|a| a.node_affinity.as_ref())
+                    .is_none();
+            let mut by_id: Vec<Option<i64>> =
+                vec![None; column.as_ref().map_or(0, |c| c.column.id_bound())];
             let mut counts: HashMap<String, i64> = HashMap::new();
             for (_, node) in cluster.nodes() {
+                let n = || {
+                    node.pods
+                        .iter()
+                        .filter(|s| s.info.key != pod.key && matches(&s.info))
+                        .count() as i64
+                };
+                if any_node && let Some(Lookup::Value(id)) = column.as_ref().map(|c| c.lookup(node))
+                {
+                    *by_id[id as usize].get_or_insert(0) += n();
+                    continue;
+                }
                 let Some(v) = node.labels().get(&c.topology_key) else {
                     continue;
                 };
                 if !node_matches(&pod.pod, &node.name, node.labels()) {
                     continue;
                 }
-                let n = node
-                    .pods
-                    .iter()
-                    .filter(|s| s.info.key != pod.key && matches(&s.info))
-                    .count() as i64;
-                *counts.entry(v.clone()).or_default() += n;
+                *counts.entry(v.clone()).or_default() += n();
             }
-            let mut min = counts.values().copied().min().unwrap_or(0);
+            if let Some(col) = &column {
+                counts.retain(|v, n| match col.id(v) {
+                    Some(id) => {
+                        *by_id[id as usize].get_or_insert(0) += *n;
+                        false
+                    }
+                    None => true,
+                });
+            }
+            let counts_by_id: Vec<i64> = by_id.iter().map(|n| n.unwrap_or(0)).collect();
+            // Domains: by id, and by name for values the column lacks.
+            let domains = by_id.iter().flatten().chain(counts.values());
+            let mut min = domains.clone().copied().min().unwrap_or(0);
             if c.min_domains
-                .is_some_and(|m| (counts.len() as i64) < i64::from(m))
+                .is_some_and(|m| (domains.count() as i64) < i64::from(m))
             {
                 min = 0;
             }
@@ -103,6 +154,8 @@ impl PreFilter for PodTopologySpread {
                 self_match: i64::from(matches(pod)),
                 counts,
                 min,
+                column,
+                counts_by_id,
             });
         }
         state.insert(SpreadState(out));
@@ -116,10 +169,9 @@ impl Filter for PodTopologySpread {
             return Status::success();
         };
         for c in cs.iter().filter(|c| c.hard) {
-            let Some(v) = node.labels().get(&c.key) else {
+            let Some(here) = c.count_at(node) else {
                 return Status::unresolvable(MISSING_LABEL_REASON);
             };
-            let here = c.counts.get(v).copied().unwrap_or(0);
             if here + c.self_match - c.min > c.max_skew {
                 return Status::unschedulable(REASON);
             }
@@ -133,15 +185,7 @@ impl Score for PodTopologySpread {
         let Some(SpreadState(cs)) = state.get::<SpreadState>() else {
             return 0;
         };
-        cs.iter()
-            .map(|c| {
-                node.labels()
-                    .get(&c.key)
-                    .and_then(|v| c.counts.get(v))
-                    .copied()
-                    .unwrap_or(0)
-            })
-            .sum()
+        cs.iter().map(|c| c.count_at(node).unwrap_or(0)).sum()
     }
 
     fn normalize(&self, scores: &mut [i64]) {
