@@ -150,7 +150,7 @@ proptest! {
 fn class_pod(i: usize, (c, gpus, share): (u8, u8, u16), rule: u8) -> drover_api::core::Pod {
     let mut b = pod("ns", &format!("q{i}"))
         .cpu(&c.to_string())
-        .label("app", if i % 2 == 0 { "a" } else { "b" });
+        .label("app", if i.is_multiple_of(2) { "a" } else { "b" });
     if gpus > 0 {
         b = b.gpus(u32::from(gpus));
     }

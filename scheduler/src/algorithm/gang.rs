@@ -75,6 +75,9 @@ pub fn place_gang<'a>(
     }
 }
 
+/// A topology domain's nodes, free whole GPUs and member slots.
+type Domain = (Vec<usize>, i64, i64);
+
 fn place_in_domains<'a>(
     profile: &Profile,
     plan: &PlanState<'a>,
@@ -92,7 +95,7 @@ fn place_in_domains<'a>(
         .filter(|&g| g > 0)
         .min();
     // Domains with their nodes, free whole GPUs and member slots.
-    let mut domains: BTreeMap<&str, (Vec<usize>, i64, i64)> = BTreeMap::new();
+    let mut domains: BTreeMap<&str, Domain> = BTreeMap::new();
     for (i, n) in plan.nodes() {
         if let Some(v) = n.labels().get(&rule.key) {
             let free = n.free_scalar(GPU_RESOURCE).max(0);
@@ -112,7 +115,7 @@ fn place_in_domains<'a>(
         .map(|m| i64::from(m.request.whole_gpus()))
         .sum();
     let need_slots = needed.iter().filter(|m| m.request.whole_gpus() > 0).count() as i64;
-    let mut order: Vec<(&str, &(Vec<usize>, i64, i64))> = domains
+    let mut order: Vec<(&str, &Domain)> = domains
         .iter()
         .map(|(v, d)| (*v, d))
         .filter(|(v, _)| fixed.as_deref().is_none_or(|f| f == *v))

@@ -60,13 +60,12 @@ impl DomainSet {
 
     /// Whether the node's domain is in the set; `None` when the node lacks the key.
     fn contains(&self, node: &NodeInfo) -> Option<bool> {
-        match &self.ids {
-            Some((col, by_id)) => match col.lookup(node) {
+        if let Some((col, by_id)) = &self.ids {
+            match col.lookup(node) {
                 Lookup::Value(id) => return Some(by_id.get(id as usize).copied().unwrap_or(false)),
                 Lookup::Absent => return None,
                 Lookup::Unknown => {}
-            },
-            None => {}
+            }
         }
         node.labels()
             .get(&self.key)
