@@ -35,5 +35,3 @@ pub enum BenchError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
-
-pub mod openb;

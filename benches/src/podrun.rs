@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub idle_timeout: Duration,
     /// Label shown on the progress bar.
     pub label: String,
+    /// Pods created per second, evenly paced (open loop); 0: as fast as the creators can.
+    pub rate: f64,
 }
 
 impl Default for RunOptions {
@@ -38,6 +40,7 @@ impl Default for RunOptions {
             concurrency: DEFAULT_CONCURRENCY,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             label: "pods".into(),
+            rate: 0.0,
         }
     }
 }
@@ -54,6 +57,7 @@ pub struct PodRun {
     /// When each pod was first seen bound, and where.
     pub bound: HashMap<String, (Instant, String)>,
     pub bound_twice: usize,
+    pub rewatches: usize,
     pub create_wall: Duration,
     pub usage: Usage,
 }
@@ -84,11 +88,7 @@ impl PodRun {
         let lat = self.latencies();
         let offsets = self.bound_offsets();
         let span = self.bind_span();
-        let over_time = if with_series {
-            stats::rate_over_time(&offsets, stats::bucket_for(span))
-        } else {
-            vec![]
-        };
+        let over_time = stats::rate_over_time(&offsets, stats::bucket_for(span));
         PodRunSummary {
             created: self.created,
             create_errors: self.create_errors,
@@ -96,13 +96,14 @@ impl PodRun {
             bound: self.bound.len(),
             pending: self.created.saturating_sub(self.bound.len()),
             bound_twice: self.bound_twice,
+            rewatches: self.rewatches,
             creates_per_s: self.created as f64 / self.create_wall.as_secs_f64().max(1e-9),
             bind_span_s: span.as_secs_f64(),
             pods_per_s: self.bound.len() as f64 / span.as_secs_f64().max(1e-9),
             peak_pods_per_s: over_time.iter().map(|p| p.1).fold(0.0, f64::max),
             latency: Latency::from_durations(&lat),
             usage: self.usage.clone(),
-            bound_per_s_over_time: over_time,
+            bound_per_s_over_time: if with_series { over_time } else { vec![] },
             latency_cdf_ms: if with_series {
                 stats::cdf(&lat, 400)
             } else {
@@ -123,6 +124,8 @@ pub struct PodRunSummary {
     /// Created but never seen bound.
     pub pending: usize,
     pub bound_twice: usize,
+    /// Times the harness's watch was ended by the server and resumed.
+    pub rewatches: usize,
     pub creates_per_s: f64,
     /// First create → last binding, seconds.
     pub bind_span_s: f64,
@@ -149,44 +152,8 @@ pub async fn run_pods(
 ) -> Result<PodRun, BenchError> {
     let total = pods.len();
     let api: Api<Pod> = client.namespaced(namespace);
-    let mut stream = api.watch(&ListParams::default(), "").await?;
-    let bound_count = Arc::new(AtomicUsize::new(0));
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let watcher = {
-        let bound_count = bound_count.clone();
-        tokio::spawn(async move {
-            let mut bound: HashMap<String, (Instant, String)> = HashMap::with_capacity(total);
-            let mut twice = 0usize;
-            loop {
-                let ev = tokio::select! {
-                    ev = stream.next() => ev,
-                    _ = &mut stop_rx => break,
-                };
-                let pod = match ev {
-                    Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p))) => p,
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "bench watch failed");
-                        break;
-                    }
-                    None => break,
-                };
-                if pod.spec.node_name.is_empty() {
-                    continue;
-                }
-                let now = Instant::now();
-                match bound.get(&pod.metadata.name) {
-                    Some((_, node)) if *node != pod.spec.node_name => twice += 1,
-                    Some(_) => {}
-                    None => {
-                        bound.insert(pod.metadata.name.clone(), (now, pod.spec.node_name.clone()));
-                        bound_count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            (bound, twice)
-        })
-    };
+    let (seen, watcher) = watch_bindings(api.clone()).await?;
+    let bound_count = || seen.lock().map(|s| s.bound.len()).unwrap_or(0);
 
     progress.phase(&opts.label, total as u64);
     let cpu0 = procstat::sample();
@@ -196,6 +163,7 @@ pub async fn run_pods(
     let acked = Arc::new(Mutex::new(HashMap::with_capacity(total)));
     let errors = Arc::new(Mutex::new((0usize, None::<String>)));
     let mut creators = tokio::task::JoinSet::new();
+    let rate = opts.rate;
     for _ in 0..opts.concurrency.max(1) {
         let (api, pods, next, acked, errors) = (
             api.clone(),
@@ -208,6 +176,12 @@ pub async fn run_pods(
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(p) = pods.get(i) else { return };
+                if rate > 0.0 {
+                    tokio::time::sleep_until(
+                        (start + Duration::from_secs_f64(i as f64 / rate)).into(),
+                    )
+                    .await;
+                }
                 match api.create(p).await {
                     Ok(_) => {
                         let now = Instant::now();
@@ -227,10 +201,10 @@ pub async fn run_pods(
     }
     // Progress follows bindings while creators run.
     let ticker = {
-        let (bound_count, progress) = (bound_count.clone(), progress.clone());
+        let (seen, progress) = (seen.clone(), progress.clone());
         tokio::spawn(async move {
             loop {
-                progress.set(bound_count.load(Ordering::Relaxed) as u64);
+                progress.set(seen.lock().map(|s| s.bound.len()).unwrap_or(0) as u64);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
@@ -242,9 +216,9 @@ pub async fn run_pods(
         .map(|e| (e.0, e.1.clone()))
         .unwrap_or_default();
     let created = total - create_errors;
-    let mut last = (bound_count.load(Ordering::Relaxed), Instant::now());
+    let mut last = (bound_count(), Instant::now());
     loop {
-        let n = bound_count.load(Ordering::Relaxed);
+        let n = bound_count();
         if n >= created {
             break;
         }
@@ -262,10 +236,16 @@ pub async fn run_pods(
     }
     let usage = procstat::usage_since(&cpu0);
     ticker.abort();
-    let _ = stop_tx.send(());
-    let (bound, bound_twice) = watcher
-        .await
-        .map_err(|e| BenchError::Start(e.to_string()))?;
+    watcher.abort();
+    let Bindings {
+        bound,
+        twice: bound_twice,
+        rewatches,
+    } = std::mem::take(
+        &mut *seen
+            .lock()
+            .map_err(|_| BenchError::Start("poisoned".into()))?,
+    );
     progress.finish();
     let acked = std::mem::take(
         &mut *acked
@@ -280,7 +260,79 @@ pub async fn run_pods(
         acked,
         bound,
         bound_twice,
+        rewatches,
         create_wall,
         usage,
     })
+}
+
+/// First bindings seen by [`watch_bindings`].
+#[derive(Debug, Default)]
+pub struct Bindings {
+    /// When each pod was first seen bound, and where.
+    pub bound: HashMap<String, (Instant, String)>,
+    /// Pods whose `spec.nodeName` changed after it was set.
+    pub twice: usize,
+    /// Times the server ended the watch and it was resumed (after expiry, from the current
+    /// state: pods bound meanwhile are timed when the resumed watch shows them).
+    pub rewatches: usize,
+}
+
+/// Watches the pods of `api` and records first bindings until the task is aborted. The watch
+/// is established before this returns, and resumed whenever the server ends it.
+pub async fn watch_bindings(
+    api: Api<Pod>,
+) -> Result<(Arc<Mutex<Bindings>>, tokio::task::JoinHandle<()>), BenchError> {
+    let first = api.watch(&ListParams::default(), "").await?.boxed();
+    let seen = Arc::new(Mutex::new(Bindings::default()));
+    let shared = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut stream = Some(first);
+        let mut rv = String::new();
+        loop {
+            let mut st = match stream.take() {
+                Some(s) => s,
+                None => match api.watch(&ListParams::default(), &rv).await {
+                    Ok(s) => s.boxed(),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            while let Some(ev) = st.next().await {
+                let pod = match ev {
+                    Ok(WatchEvent::Added(p) | WatchEvent::Modified(p)) => p,
+                    Ok(WatchEvent::Bookmark(v)) => {
+                        rv = v;
+                        continue;
+                    }
+                    Ok(WatchEvent::Deleted(_)) => continue,
+                    Ok(WatchEvent::Error(_)) | Err(_) => {
+                        // Resume from the current state: first bindings are kept, repeats ignored.
+                        rv.clear();
+                        break;
+                    }
+                };
+                rv.clone_from(&pod.metadata.resource_version);
+                if pod.spec.node_name.is_empty() {
+                    continue;
+                }
+                let now = Instant::now();
+                let Ok(mut s) = shared.lock() else { return };
+                match s.bound.get(&pod.metadata.name) {
+                    Some((_, node)) if *node != pod.spec.node_name => s.twice += 1,
+                    Some(_) => {}
+                    None => {
+                        s.bound
+                            .insert(pod.metadata.name.clone(), (now, pod.spec.node_name.clone()));
+                    }
+                }
+            }
+            if let Ok(mut s) = shared.lock() {
+                s.rewatches += 1;
+            }
+        }
+    });
+    Ok((seen, task))
 }

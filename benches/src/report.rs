@@ -77,7 +77,12 @@ impl fmt::Display for Table {
                 .map(|i| {
                     let c = r.get(i).map(String::as_str).unwrap_or("");
                     // Text left, figures right.
-                    if i == 0 || c.parse::<f64>().is_err() && !c.ends_with('%') {
+                    let figure = c
+                        .replace(',', "")
+                        .trim_end_matches('%')
+                        .parse::<f64>()
+                        .is_ok();
+                    if i == 0 || !figure {
                         format!("{c:<w$}", w = width[i])
                     } else {
                         format!("{c:>w$}", w = width[i])

@@ -38,6 +38,7 @@ fn run_opts() -> RunOptions {
         concurrency: 16,
         idle_timeout: Duration::from_secs(10),
         label: "pods".into(),
+        rate: 0.0,
     }
 }
 

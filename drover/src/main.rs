@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     let mut cli = Cli::parse();
     // A benchmark's components would bury its progress and table under info logs.
     if matches!(cli.command, Command::Bench(_)) && cli.global.log == "info" {
-        cli.global.log = "warn".into();
+        cli.global.log = "error".into();
     }
     cmd::init_tracing(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -43,6 +43,7 @@ impl Options {
             ("profile".into(), self.cluster.profile.clone()),
             ("kinds".into(), self.kinds.join(",")),
             ("concurrency".into(), self.run.concurrency.to_string()),
+            ("rate".into(), self.run.rate.to_string()),
         ]
     }
 }

@@ -16,11 +16,9 @@
 //! or it ended the run with 0 < bound < size. Members of one gang bound to nodes of different
 //! domains count as topology violations (checked for the rack label the harness sets).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use drover_api::client::{Api, ListParams, WatchEvent};
+use drover_api::client::Api;
 use drover_api::core::Pod;
 use drover_api::scheduling::{GangTopology, POD_GROUP_LABEL, PodGroup, topology_mode};
 use futures::StreamExt;
@@ -29,7 +27,7 @@ use serde::Serialize;
 use super::throughput::run_rows;
 use super::{ClusterSpec, ms, setup};
 use crate::plot::Chart;
-use crate::podrun::{PodRunSummary, RunOptions, run_pods};
+use crate::podrun::{PodRunSummary, RunOptions, run_pods, watch_bindings};
 use crate::report::{Report, Table, num};
 use crate::stats::{self, Latency};
 use crate::workload::{RACK_LABEL, Shape, ShapeMix};
@@ -114,34 +112,6 @@ pub struct GangReport {
     pub pods_bound_twice: usize,
 }
 
-type Seen = Arc<Mutex<(HashMap<String, (Instant, String)>, usize)>>;
-
-fn watch_pods(api: Api<Pod>, seen: Seen) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let Ok(mut stream) = api.watch(&ListParams::default(), "").await else {
-            return;
-        };
-        while let Some(Ok(ev)) = stream.next().await {
-            let (WatchEvent::Added(p) | WatchEvent::Modified(p)) = ev else {
-                continue;
-            };
-            if p.spec.node_name.is_empty() {
-                continue;
-            }
-            let now = Instant::now();
-            if let Ok(mut s) = seen.lock() {
-                match s.0.get(&p.metadata.name) {
-                    Some((_, n)) if *n != p.spec.node_name => s.1 += 1,
-                    Some(_) => {}
-                    None => {
-                        s.0.insert(p.metadata.name.clone(), (now, p.spec.node_name.clone()));
-                    }
-                }
-            }
-        }
-    })
-}
-
 fn node_index(name: &str) -> usize {
     name.rsplit('-')
         .next()
@@ -206,9 +176,7 @@ async fn run_on(
 
     let ns = format!("gang-{id}");
     cluster.ensure_namespace(&ns).await?;
-    let seen: Seen = Arc::new(Mutex::new((HashMap::new(), 0)));
-    let watcher = watch_pods(cluster.client.namespaced(&ns), seen.clone());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (seen, watcher) = watch_bindings(cluster.client.namespaced(&ns)).await?;
     let groups: Api<PodGroup> = cluster.client.namespaced(&ns);
     let pods_api: Api<Pod> = cluster.client.namespaced(&ns);
     let label_key = opts.label_key();
@@ -256,7 +224,7 @@ async fn run_on(
                 .map(|s| {
                     members
                         .iter()
-                        .filter_map(|m| s.0.get(&m.metadata.name).cloned())
+                        .filter_map(|m| s.bound.get(&m.metadata.name).cloned())
                         .collect()
                 })
                 .unwrap_or_default();
@@ -306,7 +274,7 @@ async fn run_on(
     }
     progress.finish();
     watcher.abort();
-    let twice = seen.lock().map(|s| s.1).unwrap_or(0);
+    let twice = seen.lock().map(|s| s.twice).unwrap_or(0);
     Ok((load, results, twice))
 }
 

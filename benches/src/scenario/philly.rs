@@ -32,8 +32,9 @@ use crate::stats::{self, Summary};
 use crate::workload::{Layout, Shape, bench_node};
 use crate::{BenchError, Progress};
 
-pub const DEFAULT_JOBS: &str = "../shared/data/philly/philly_jobs_normalized.csv";
-pub const DEFAULT_NODES: &str = "../shared/data/philly/philly_vc_nodes_from_HeliosArtifact.csv";
+/// Relative to the data directory ([`crate::openb::data_dir`]).
+pub const DEFAULT_JOBS: &str = "philly/philly_jobs_normalized.csv";
+pub const DEFAULT_NODES: &str = "philly/philly_vc_nodes_from_HeliosArtifact.csv";
 pub const POLICIES: &[&str] = &["drover", "fifo"];
 
 #[derive(Clone, Debug)]

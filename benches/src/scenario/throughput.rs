@@ -31,6 +31,7 @@ impl Options {
             ("shape-mix".into(), self.shape_mix.text.clone()),
             ("seed".into(), self.seed.to_string()),
             ("concurrency".into(), self.run.concurrency.to_string()),
+            ("rate".into(), self.run.rate.to_string()),
         ]
     }
 }
@@ -83,6 +84,10 @@ pub fn run_rows(r: &PodRunSummary) -> Vec<(&'static str, String)> {
         ("pods bound", num(r.bound as f64, 0)),
         ("pods pending at end", num(r.pending as f64, 0)),
         ("pods bound twice", num(r.bound_twice as f64, 0)),
+        (
+            "watch resumed (server ended it)",
+            num(r.rewatches as f64, 0),
+        ),
         ("creates/s", num(r.creates_per_s, 0)),
         ("bound pods/s (average)", num(r.pods_per_s, 0)),
         ("bound pods/s (peak bucket)", num(r.peak_pods_per_s, 0)),

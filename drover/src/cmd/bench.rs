@@ -69,6 +69,10 @@ pub struct ClusterArgs {
     /// Stop waiting when no pod was bound for this many seconds.
     #[arg(long, default_value_t = 20)]
     pub idle_timeout_s: u64,
+    /// Create pods at this many per second, evenly paced (open loop), to measure latency below
+    /// saturation; 0 creates as fast as the creators can (throughput).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -149,10 +153,13 @@ pub struct OpenbArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct PhillyArgs {
-    #[arg(long, default_value = scenario::philly::DEFAULT_JOBS)]
-    pub jobs_csv: PathBuf,
-    #[arg(long, default_value = scenario::philly::DEFAULT_NODES)]
-    pub nodes_csv: PathBuf,
+    /// Jobs file (default: philly/philly_jobs_normalized.csv in $DROVER_DATA_DIR or the
+    /// shared data directory beside the workspace).
+    #[arg(long)]
+    pub jobs_csv: Option<PathBuf>,
+    /// Virtual clusters' node counts (default: philly/philly_vc_nodes_from_HeliosArtifact.csv there).
+    #[arg(long)]
+    pub nodes_csv: Option<PathBuf>,
     /// Use this many 8-GPU nodes instead of the VC file's total.
     #[arg(long)]
     pub nodes: Option<usize>,
@@ -203,6 +210,7 @@ impl ClusterArgs {
             concurrency: self.concurrency,
             idle_timeout: Duration::from_secs(self.idle_timeout_s),
             label: label.into(),
+            rate: self.rate,
         }
     }
 }
@@ -334,8 +342,14 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
         }
         Scenario::Philly(a) => {
             let opts = scenario::philly::Options {
-                jobs_csv: a.jobs_csv.clone(),
-                nodes_csv: a.nodes_csv.clone(),
+                jobs_csv: a
+                    .jobs_csv
+                    .clone()
+                    .unwrap_or_else(|| openb::data_dir().join(scenario::philly::DEFAULT_JOBS)),
+                nodes_csv: a
+                    .nodes_csv
+                    .clone()
+                    .unwrap_or_else(|| openb::data_dir().join(scenario::philly::DEFAULT_NODES)),
                 nodes: a.nodes,
                 time_compression: a.time_compression,
                 max_jobs: a.max_jobs,
