@@ -2,8 +2,8 @@
 //! the manner of Kubernetes' scheduler_perf: required node affinity (zones), required pod
 //! affinity (same zone as the group), required pod anti-affinity (one pod of a group per node),
 //! and topology spread (max skew 1 over zones, DoNotSchedule). Pods are small CPU pods so the
-//! constraint, not capacity, is what the scheduler works on. Sub-runs share the cluster and
-//! each runs in its own namespace.
+//! constraint, not capacity, is what the scheduler works on. Each sub-run starts its own
+//! control plane and nodes (in process), in its own namespace.
 
 use drover_api::core::{Affinity, Pod, PodAffinity, PodAffinityTerm, TopologySpreadConstraint};
 use drover_scheduler::testing::selector;
@@ -207,39 +207,25 @@ pub async fn run(opts: &Options, progress: &Progress) -> Result<ConstraintsRepor
     } else {
         opts.kinds.clone()
     };
-    let (cluster, _prefix, setup_s) = setup(&opts.cluster, progress).await?;
+    // Like scheduler_perf, each sub-run gets a fresh control plane and nodes (in process), so
+    // one workload's pods never weigh on the next one's decisions. Against --server they share
+    // the cluster, each in its own namespace.
     let mut runs = Vec::new();
-    let result: Result<(), BenchError> = async {
-        for kind in &kinds {
-            let ns = format!("c-{kind}-{}", crate::cluster::run_id());
-            cluster.ensure_namespace(&ns).await?;
-            let pods = pods(kind, &ns, opts.pods, opts.cluster.nodes)?;
-            let mut ro = opts.run.clone();
-            ro.label = kind.clone();
-            let run = run_pods(&cluster.client, &ns, pods.clone(), &ro, progress).await?;
-            // Only zones that have nodes are domains.
-            let v = violations(
-                kind,
-                &pods,
-                &run.bound,
-                opts.cluster.layout.zones.min(opts.cluster.nodes),
-            );
-            progress.println(format!(
-                "{kind}: {} pods/s",
-                num(run.summary(false).pods_per_s, 0)
-            ));
-            runs.push(SubRun {
-                kind: kind.clone(),
-                run: run.summary(true),
-                violations: v,
-            });
-        }
-        Ok(())
+    let (mut setup_s, mut in_process) = (0.0, true);
+    for kind in &kinds {
+        let (cluster, _prefix, s) = setup(&opts.cluster, progress).await?;
+        setup_s += s;
+        in_process = cluster.in_process;
+        let result = sub_run(&cluster, kind, opts, progress).await;
+        cluster.shutdown().await;
+        let (run, v) = result?;
+        progress.println(format!("{kind}: {} pods/s", num(run.pods_per_s, 0)));
+        runs.push(SubRun {
+            kind: kind.clone(),
+            run,
+            violations: v,
+        });
     }
-    .await;
-    let in_process = cluster.in_process;
-    cluster.shutdown().await;
-    result?;
     Ok(ConstraintsReport {
         nodes: opts.cluster.nodes,
         pods_per_run: opts.pods,
@@ -247,6 +233,24 @@ pub async fn run(opts: &Options, progress: &Progress) -> Result<ConstraintsRepor
         setup_s,
         runs,
     })
+}
+
+async fn sub_run(
+    cluster: &crate::cluster::Cluster,
+    kind: &str,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<(PodRunSummary, usize), BenchError> {
+    let ns = format!("c-{kind}-{}", crate::cluster::run_id());
+    cluster.ensure_namespace(&ns).await?;
+    let pods = pods(kind, &ns, opts.pods, opts.cluster.nodes)?;
+    let mut ro = opts.run.clone();
+    ro.label = kind.into();
+    let run = run_pods(&cluster.client, &ns, pods.clone(), &ro, progress).await?;
+    // Only zones that have nodes are domains.
+    let zones = opts.cluster.layout.zones.min(opts.cluster.nodes);
+    let v = violations(kind, &pods, &run.bound, zones);
+    Ok((run.summary(true), v))
 }
 
 impl Report for ConstraintsReport {
