@@ -8,9 +8,9 @@ pub mod delete;
 pub mod describe;
 pub mod get;
 pub mod logs;
-pub mod scheduler;
 pub mod manifest;
 pub mod printers;
+pub mod scheduler;
 pub mod text;
 pub mod up;
 
