@@ -225,6 +225,16 @@ impl SchedulingQueue {
         }
     }
 
+    /// A gang still short of `minMember` pods: it waits without a backoff penalty, so the member
+    /// that completes it wakes it at once (its attempts so far did not fail for lack of room).
+    pub fn wait_for_members(&mut self, key: &UnitKey, now: Instant) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.place = Place::Unschedulable(now);
+            e.attempts = 0;
+            e.last_attempt = None;
+        }
+    }
+
     /// A cluster change (node added or changed, pod deleted or finished): unschedulable units
     /// retry, after their backoff.
     pub fn on_cluster_change(&mut self, now: Instant) {
@@ -304,6 +314,24 @@ mod tests {
 
     fn pod(k: &str) -> UnitKey {
         UnitKey::Pod(k.into())
+    }
+
+    #[test]
+    fn a_gang_waiting_for_members_wakes_without_backoff() {
+        let mut q = SchedulingQueue::new(QueueConfig::default());
+        let now = Instant::now();
+        let g = UnitKey::Gang("g".into());
+        q.add(g.clone(), 0, 0);
+        assert_eq!(q.pop(now), Some(g.clone()));
+        q.wait_for_members(&g, now);
+        assert_eq!(q.pop(now), None, "it waits");
+        // The next member arrives a moment later: the gang is tried at once.
+        q.wake(&g, now + Duration::from_millis(5));
+        assert_eq!(q.pop(now + Duration::from_millis(5)), Some(g.clone()));
+        // A real failure still backs off.
+        q.unschedulable(&g, now);
+        q.wake(&g, now + Duration::from_millis(10));
+        assert_eq!(q.pop(now + Duration::from_millis(10)), None);
     }
 
     /// Time is passed in explicitly, so the test never sleeps.

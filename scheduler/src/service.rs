@@ -31,6 +31,10 @@ use crate::plugins::default_binder::DefaultBinder;
 use crate::queue::{QueueConfig, SchedulingQueue, UnitKey};
 use crate::report;
 
+/// How long a gang short of `minMember` pods waits for its members without being reported as
+/// pending (members of a job are created within moments of each other).
+pub const MEMBER_ARRIVAL_GRACE: Duration = Duration::from_secs(5);
+
 /// Binding tasks running at once.
 pub const DEFAULT_BIND_CONCURRENCY: usize = 64;
 /// Units decided before the loop looks at new events again.
@@ -457,10 +461,20 @@ impl State {
             return;
         };
         let bound = self.cache.gang_members(&g);
+        let min_member = group.spec.min_member.max(1) as u32;
+        let since = self.gang_since.get(&g).copied().unwrap_or(now);
+        if ((members.len() + bound.len()) as u32) < min_member
+            && now.duration_since(since) < MEMBER_ARRIVAL_GRACE
+        {
+            // Members are still being created: wait for them quietly, without a backoff, so the
+            // last one to arrive starts the gang's placement at once.
+            self.queue.wait_for_members(unit, now);
+            return;
+        }
         let gang = GangRequest {
             key: g.clone(),
             members: members.clone(),
-            min_member: group.spec.min_member.max(1) as u32,
+            min_member,
             bound,
             topology: group.spec.topology.as_ref().map(|t| TopologyRule {
                 key: t.key.clone(),
