@@ -157,7 +157,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Chart::new("t", "x", "y").line("a", vec![(0.0, 0.0), (1.0, 2.0)]);
         let p = dir.path().join("p.svg");
-        write_svg(&p, &[c.clone()]).unwrap();
+        write_svg(&p, std::slice::from_ref(&c)).unwrap();
         assert!(std::fs::read_to_string(&p).unwrap().contains("<svg"));
         assert!(matches!(
             write_svg(&dir.path().join("p.png"), &[c]),

@@ -41,7 +41,14 @@ impl Options {
             ("nodes".into(), self.cluster.nodes.to_string()),
             ("pods".into(), self.pods.to_string()),
             ("profile".into(), self.cluster.profile.clone()),
-            ("kinds".into(), self.kinds.join(",")),
+            (
+                "kinds".into(),
+                if self.kinds.is_empty() {
+                    KINDS.join(",")
+                } else {
+                    self.kinds.join(",")
+                },
+            ),
             ("concurrency".into(), self.run.concurrency.to_string()),
             ("rate".into(), self.run.rate.to_string()),
         ]

@@ -80,7 +80,7 @@ impl Job {
     pub fn pod_gpus(&self) -> Vec<u32> {
         let g = self.gpus.max(1);
         let mut v = vec![8; (g / 8) as usize];
-        if g % 8 != 0 {
+        if !g.is_multiple_of(8) {
             v.push(g % 8);
         }
         v
@@ -181,7 +181,7 @@ pub fn run(opts: &Options, progress: &Progress) -> Result<PhillyReport, BenchErr
             &opts.nodes_csv.display().to_string(),
         )?,
     };
-    if !(opts.time_compression > 0.0) {
+    if opts.time_compression.is_nan() || opts.time_compression <= 0.0 {
         return Err(BenchError::Invalid("--time-compression must be > 0".into()));
     }
     let f = opts.time_compression;
