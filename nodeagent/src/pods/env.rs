@@ -37,6 +37,35 @@ pub fn field_ref(pod: &Pod, node_ip: &str, path: &str) -> Option<String> {
     })
 }
 
+/// Annotations under this prefix are written by Drover's own controllers (e.g. the job
+/// controller's `drover.dev/master-addr` once a gang's rank 0 is bound): a container whose
+/// environment reads one through `valueFrom.fieldRef` waits for it instead of starting with an
+/// empty value.
+pub const AWAITED_ANNOTATION_PREFIX: &str = "drover.dev/";
+
+/// The annotations `container`'s environment reads (through `fieldRef`) that Drover has yet to
+/// write on `pod` (see [`AWAITED_ANNOTATION_PREFIX`]). Empty when it can start.
+pub fn awaited_annotations(pod: &Pod, container: &Container) -> Vec<String> {
+    container
+        .env
+        .iter()
+        .filter_map(|e| e.value_from.as_ref()?.field_ref.as_ref())
+        .filter_map(|f| {
+            f.field_path
+                .strip_prefix("metadata.annotations['")?
+                .strip_suffix("']")
+        })
+        .filter(|k| k.starts_with(AWAITED_ANNOTATION_PREFIX))
+        .filter(|k| {
+            pod.metadata
+                .annotations
+                .get(*k)
+                .is_none_or(|v| v.is_empty())
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// Expands `$(NAME)` with earlier variables; `$$(` stays literal `$(`; unknown names are left
 /// as written (Kubernetes' rules).
 pub fn expand(value: &str, vars: &BTreeMap<String, String>) -> String {
@@ -181,5 +210,37 @@ mod tests {
         assert_eq!(env["CUDA_VISIBLE_DEVICES"], "0,1");
         assert_eq!(env["ME"], "p1");
         assert_eq!(env["WHERE"], "n1/p1");
+    }
+
+    #[test]
+    fn drover_annotations_are_awaited_others_are_not() {
+        let from = |path: &str| EnvVar {
+            name: "X".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: path.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let c = Container {
+            name: "main".into(),
+            env: vec![
+                from("metadata.annotations['drover.dev/master-addr']"),
+                from("metadata.annotations['example.com/optional']"),
+            ],
+            ..Default::default()
+        };
+        let mut pod = Pod::new("ns1", "p1", PodSpec::default());
+        assert_eq!(
+            awaited_annotations(&pod, &c),
+            vec!["drover.dev/master-addr"]
+        );
+        pod.metadata
+            .annotations
+            .insert("drover.dev/master-addr".into(), "10.0.0.7".into());
+        assert!(awaited_annotations(&pod, &c).is_empty());
     }
 }

@@ -21,7 +21,9 @@ use tracing::Instrument;
 use crate::runtime::Runtime;
 use crate::state::{PodRecord, StateStore};
 
-pub use env::{DEFAULT_PATH, container_env, expand, field_ref};
+pub use env::{
+    AWAITED_ANNOTATION_PREFIX, DEFAULT_PATH, awaited_annotations, container_env, expand, field_ref,
+};
 
 /// First restart delay of a crashing container (Kubernetes' value).
 pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(10);

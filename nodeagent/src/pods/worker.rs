@@ -46,6 +46,9 @@ pub(super) struct Worker {
     reason: String,
     message: String,
     terminating: bool,
+    /// Containers whose start waits for annotations Drover has yet to write (see
+    /// [`env::awaited_annotations`]); retried on every update of the pod.
+    awaiting: Vec<String>,
 }
 
 fn now() -> drover_api::meta::Time {
@@ -75,6 +78,7 @@ impl Worker {
             reason: String::new(),
             message: String::new(),
             terminating: false,
+            awaiting: Vec::new(),
         }
     }
 
@@ -122,7 +126,10 @@ impl Worker {
             tokio::select! {
                 Some(ev) = self.events.next(), if !self.events.is_empty() => self.handle(ev).await,
                 msg = rx.recv() => match msg {
-                    Some(PodMsg::Update(pod)) => self.pod = pod,
+                    Some(PodMsg::Update(pod)) => {
+                        self.pod = pod;
+                        self.retry_awaiting();
+                    }
                     Some(PodMsg::Deleted(pod)) => {
                         let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
                         self.terminate(grace, &mut rx).await;
@@ -331,7 +338,45 @@ impl Worker {
         self.report();
     }
 
+    /// Schedules the start of the containers whose awaited annotations have arrived.
+    fn retry_awaiting(&mut self) {
+        let ready: Vec<String> = self
+            .awaiting
+            .iter()
+            .filter(|n| {
+                self.spec_of(n)
+                    .is_none_or(|c| env::awaited_annotations(&self.pod, &c).is_empty())
+            })
+            .cloned()
+            .collect();
+        for name in ready {
+            self.awaiting.retain(|n| *n != name);
+            self.schedule_start(name, Duration::ZERO);
+        }
+    }
+
     async fn start(&mut self, name: &str) {
+        if let Some(c) = self.spec_of(name) {
+            let awaited = env::awaited_annotations(&self.pod, &c);
+            if !awaited.is_empty() {
+                // e.g. MASTER_ADDR before the gang's rank 0 is bound: starting now would give
+                // the process an empty value it can never change.
+                tracing::info!(
+                    container = name,
+                    ?awaited,
+                    "waiting for annotations before starting"
+                );
+                let rec = self.record.containers.entry(name.to_string()).or_default();
+                rec.waiting = Some((
+                    "ContainerCreating".into(),
+                    format!("waiting for annotation {}", awaited.join(", ")),
+                ));
+                if !self.awaiting.iter().any(|n| n == name) {
+                    self.awaiting.push(name.to_string());
+                }
+                return;
+            }
+        }
         let Some(spec) = self.container_spec(name) else {
             return;
         };
