@@ -109,44 +109,69 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// For `drover up`: the local agent (real devices, named after the host) and `simulate` hollow
-/// nodes with `profile`, as tasks of this process.
+/// For `drover up`: the local agent (real devices, named after the host), `simulate` full
+/// agents with simulated devices of `profile` that run pods as real processes (nodes `sim-0`,
+/// `sim-1`, ...; each with its own state directory under `state_root` and its own log port),
+/// and `hollow` hollow nodes (simulated devices and a simulated runtime: pods do not run, they
+/// "finish" after a while; nodes `hollow-0`, ...) for scale. Every task stops when `stop`
+/// turns true (agents leave their pods' processes running for the next `drover up`).
 pub async fn spawn_for_up(
     client: &Client,
-    agent_state_dir: PathBuf,
+    state_root: PathBuf,
     simulate: usize,
+    hollow: usize,
     profile: &str,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
-    let cfg = AgentConfig::new(host_name(), agent_state_dir)
-        .with_devices("auto")
-        .with_log_port(0);
-    let agent_client = client.clone();
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = drover_nodeagent::run(cfg, agent_client, std::future::pending()).await {
-            tracing::error!(error = %e, "the local node agent stopped");
-        }
-    }));
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut agents = vec![(
+        host_name(),
+        AgentConfig::new(host_name(), state_root.join("agent")).with_devices("auto"),
+    )];
+    for i in 0..simulate {
+        let name = format!("sim-{i}");
+        let cfg = AgentConfig::new(name.clone(), state_root.join("sim").join(&name))
+            .with_devices(format!("simulated:{profile}"));
+        agents.push((name, cfg));
+    }
+    for (name, cfg) in agents {
+        let cfg = cfg.with_log_port(0);
+        let agent_client = client.clone();
+        let stop = stopped(stop.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = drover_nodeagent::run(cfg, agent_client, stop).await {
+                tracing::error!(node = %name, error = %e, "node agent stopped");
+            }
+        }));
+    }
     if simulate > 0 {
-        let hollow = HollowCluster::start(
+        println!(
+            "{simulate} simulated {profile} nodes (real processes, simulated devices): sim-0 .. sim-{}",
+            simulate - 1
+        );
+    }
+    if hollow > 0 {
+        let cluster = HollowCluster::start(
             client.clone(),
-            simulate,
+            hollow,
             profile,
-            "sim",
+            "hollow",
             HollowOptions::default(),
         )
         .await
-        .with_context(|| {
-            format!("cannot start {simulate} simulated nodes with profile {profile}")
-        })?;
+        .with_context(|| format!("cannot start {hollow} hollow nodes with profile {profile}"))?;
         println!(
-            "{simulate} simulated {profile} nodes registered (sim-0 .. sim-{})",
-            simulate - 1
+            "{hollow} hollow {profile} nodes (simulated runtime: pods do not run): hollow-0 .. hollow-{}",
+            hollow - 1
         );
+        let stop = stopped(stop.clone());
         tasks.push(tokio::spawn(async move {
-            // The cluster lives as long as this task; aborting the task stops its nodes.
-            let _hollow = hollow;
-            std::future::pending::<()>().await
+            // The cluster lives as long as this task.
+            let _cluster = cluster;
+            stop.await
         }));
     }
     Ok(tasks)

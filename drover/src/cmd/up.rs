@@ -39,10 +39,17 @@ pub struct Args {
     /// Apply the demo manifest once the control plane is up.
     #[arg(long)]
     pub demo: bool,
-    /// Also run N simulated (hollow) nodes in this process.
+    /// Also run N simulated nodes in this process (sim-0, sim-1, ...): full node agents with
+    /// the simulated devices of --node-profile that run their pods as real processes on this
+    /// machine, each with its own state directory and log server.
     #[arg(long, default_value_t = 0)]
     pub simulate_nodes: usize,
-    /// Device profile of the simulated nodes: h100-8, a100-8, l4-4, cpu, or a YAML file.
+    /// Also run N hollow nodes (hollow-0, ...), for scale: simulated devices and a simulated
+    /// runtime (pods start no process; they finish after their `drover.dev/sim-duration`).
+    #[arg(long, default_value_t = 0)]
+    pub hollow_nodes: usize,
+    /// Device profile of the simulated and hollow nodes: h100-8, a100-8, l4-4, cpu, or a
+    /// YAML file.
     #[arg(long, default_value = "h100-8")]
     pub node_profile: String,
 }
@@ -97,9 +104,12 @@ async fn start_apiserver(
 ) -> anyhow::Result<(drover_apiserver::RunningServer, ClientConfig)> {
     let cfg = args.server_config()?;
     let data_dir = cfg.data_dir.clone();
-    let server = drover_apiserver::start(cfg)
-        .await
-        .with_context(|| format!("cannot start the API server (data in {})", data_dir.display()))?;
+    let server = drover_apiserver::start(cfg).await.with_context(|| {
+        format!(
+            "cannot start the API server (data in {})",
+            data_dir.display()
+        )
+    })?;
     let mut addr = server.addr;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -133,12 +143,30 @@ pub async fn run_up(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
     let client = Client::new(&client_cfg)?;
 
     // The other components of the control plane start here, each as a task on this runtime,
-    // against the API server above (scheduler, controllers, a local node agent).
+    // against the API server above (scheduler, controllers, the node agents).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut components: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    components.push(tokio::spawn(super::controllers::run_in_process(client.clone())));
-    let agent_dir = args.apiserver.data_dir.clone().map_or_else(|| drover_home().map(|h| h.join("agent")), |d| Ok(d.join("agent")))?;
-    components.extend(super::agent::spawn_for_up(&client, agent_dir, args.simulate_nodes, &args.node_profile).await?);
-    components.push(tokio::spawn(super::scheduler::run_in_process(client.clone())));
+    components.push(tokio::spawn(super::controllers::run_in_process(
+        client.clone(),
+    )));
+    let state_root = match &args.apiserver.data_dir {
+        // Next to the data directory, so that two `drover up`s with their own data directories
+        // never share an agent's state.
+        Some(d) => d.clone(),
+        None => drover_home()?,
+    };
+    let agents = super::agent::spawn_for_up(
+        &client,
+        state_root,
+        args.simulate_nodes,
+        args.hollow_nodes,
+        &args.node_profile,
+        stop_rx,
+    )
+    .await?;
+    components.push(tokio::spawn(super::scheduler::run_in_process(
+        client.clone(),
+    )));
 
     if args.demo {
         let lines = super::apply::apply_text(&client, DEMO_MANIFEST, "demo.yaml").await?;
@@ -150,6 +178,16 @@ pub async fn run_up(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = stop_signal() => {
             println!("stopping");
+            // The agents stop first (they leave their pods' processes running for the next
+            // `drover up` to adopt), then the scheduler and controllers, then the API server.
+            let _ = stop_tx.send(true);
+            let agents_stopped = futures::future::join_all(agents);
+            if tokio::time::timeout(std::time::Duration::from_secs(10), agents_stopped)
+                .await
+                .is_err()
+            {
+                tracing::warn!("node agents did not stop within 10s");
+            }
             for c in &components {
                 c.abort();
             }
