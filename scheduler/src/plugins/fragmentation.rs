@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::gpu_topology::{DeviceChoice, choose};
+use super::gpu_topology::{DeviceChoice, choose_in};
 use crate::cache::topology::bits;
 use crate::cache::workload::{GpuClass, Shape, classes_of};
 use crate::cache::{NodeInfo, PlanState, PodInfo};
@@ -264,7 +264,7 @@ impl Score for Fragmentation {
         let Some(Classes(classes)) = state.get::<Classes>() else {
             return 0;
         };
-        let (Some(before), Some(choice)) = (free_of(node), choose(pod, node)) else {
+        let (Some(before), Some(choice)) = (free_of(node), choose_in(state, pod, node)) else {
             return 0;
         };
         gradient(node, pod, &choice, &before, classes).map_or(0, |(delta, left)| {

@@ -1,12 +1,15 @@
 //! GpuTopology: chooses *which* devices a pod gets. Filter: enough healthy devices that a set
 //! can be chosen. Score: how well connected the best set is (NVSwitch/NVLink over PCIe, one NUMA
 //! node). Reserve: writes the chosen device ids into the placement. Unhealthy devices are never
-//! chosen; a GPU share goes to the partly used device it fits best, never past one device.
+//! chosen; a GPU share goes to the device the fragmentation gradient prefers
+//! ([`fragmentation::share_device`]) when the cycle has one, else to the partly used device it
+//! fits best; never past one device.
 
 use std::sync::Arc;
 
 use drover_api::core::DeviceAssignment;
 
+use super::fragmentation;
 use crate::cache::topology::bits;
 use crate::cache::{NodeInfo, Placement, PodInfo};
 use crate::framework::{
@@ -51,6 +54,26 @@ pub fn choose(pod: &PodInfo, node: &NodeInfo) -> Option<DeviceChoice> {
     }
     if pod.request.gpu_share_milli > 0 && c.share.is_none() {
         return None;
+    }
+    Some(c)
+}
+
+/// [`choose`], with a GPU share on the device the fragmentation gradient prefers for this cycle
+/// (when it offers one that is healthy, holds the share and is not among the pod's whole
+/// devices); the best-fit device otherwise.
+pub fn choose_in(state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Option<DeviceChoice> {
+    let mut c = choose(pod, node)?;
+    if let Some((si, _, milli)) = c.share
+        && let Some(di) = fragmentation::share_device(state, pod, node)
+    {
+        let set = &node.devices[si];
+        let taken = c
+            .whole
+            .iter()
+            .any(|(s, m)| *s == si && di < 64 && m & (1 << di) != 0);
+        if set.is_healthy(di) && set.free_milli.get(di).is_some_and(|f| *f >= milli) && !taken {
+            c.share = Some((si, di, milli));
+        }
     }
     Some(c)
 }
@@ -165,12 +188,12 @@ impl Score for GpuTopology {
 impl Reserve for GpuTopology {
     fn reserve(
         &self,
-        _: &mut CycleState,
+        state: &mut CycleState,
         pod: &PodInfo,
         node: &NodeInfo,
         placement: &mut Placement,
     ) -> Result<Status, PluginError> {
-        match choose(pod, node) {
+        match choose_in(state, pod, node) {
             Some(c) => {
                 placement.devices = assignments(pod, node, &c);
                 Ok(Status::success())
@@ -284,5 +307,62 @@ mod tests {
             reserve(&n, &pod("ns", "c").gpu_share(500).info()),
             Some(names("l", &[1]))
         );
+    }
+
+    #[test]
+    fn shares_follow_the_fragmentation_gradient() {
+        use crate::cache::{PlanState, Snapshot};
+        use crate::framework::PreFilter;
+        // Device 0 has 400 left. Best fit would put a 300 share there and strand 100; the
+        // gradient (measured against the pod's own shape, nothing learnt yet) takes a fresh
+        // device and leaves 700, still good for another 300.
+        let mut n = node("l").gpus(GpuProfile::L4x4).info();
+        n.add_pod(pod("ns", "x").gpu_share(600).info(), Arc::new(vec![]));
+        let p = pod("ns", "p").gpu_share(300).info();
+        assert_eq!(reserve(&n, &p), Some(names("l", &[0])), "best fit");
+        let snap = Snapshot::default();
+        let mut state = CycleState::new();
+        fragmentation::Fragmentation::default().pre_filter(&mut state, &p, &PlanState::new(&snap));
+        let hinted = fragmentation::share_device(&state, &p, &n);
+        assert!(hinted.is_some_and(|d| d != 0), "{hinted:?}");
+        let choice = choose_in(&state, &p, &n).unwrap();
+        assert_eq!(
+            choice.share.map(|(_, d, m)| (d, m)),
+            hinted.map(|d| (d, 300))
+        );
+        let mut pl = Placement {
+            pod: p.key.clone(),
+            node: 0,
+            node_name: n.name.clone(),
+            devices: vec![],
+        };
+        assert!(
+            GpuTopology
+                .reserve(&mut state, &p, &n, &mut pl)
+                .unwrap()
+                .is_success()
+        );
+        assert_eq!(ids(&pl), names("l", &[hinted.unwrap() as u32]));
+        // An unhealthy device is never the hint; with only device 0 healthy the share fits
+        // nowhere else and lands there.
+        let mut sick = node("l")
+            .gpus(GpuProfile::L4x4)
+            .unhealthy(1)
+            .unhealthy(2)
+            .unhealthy(3)
+            .info();
+        sick.add_pod(pod("ns", "x").gpu_share(600).info(), Arc::new(vec![]));
+        let choice = choose_in(&state, &p, &sick).unwrap();
+        assert_eq!(choice.share.map(|(_, d, _)| d), Some(0));
+        // Shares never pass one device: a 500 share does not fit next to 600.
+        let big = pod("ns", "b").gpu_share(500).info();
+        let mut only0 = node("l")
+            .gpus(GpuProfile::L4x4)
+            .unhealthy(1)
+            .unhealthy(2)
+            .unhealthy(3)
+            .info();
+        only0.add_pod(pod("ns", "x").gpu_share(600).info(), Arc::new(vec![]));
+        assert!(choose_in(&state, &big, &only0).is_none());
     }
 }
