@@ -10,6 +10,7 @@ pub mod classes;
 pub mod labels;
 pub mod node_info;
 pub mod plan;
+pub mod pod_index;
 pub mod pod_info;
 pub mod snapshot;
 pub mod topology;

@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use drover_api::core::DeviceAssignment;
+use drover_api::selector::LabelSelector;
 
 use super::node_info::{NodeInfo, PodSlot};
+use super::pod_index::{Bucket, Narrow, narrow};
 use super::pod_info::PodInfo;
 use super::snapshot::Snapshot;
 use super::workload::WorkloadModel;
@@ -132,5 +134,74 @@ impl<'a> PlanState<'a> {
             self.anti_affinity_pods = self.anti_affinity_pods.saturating_sub(1);
         }
         Some(slot)
+    }
+
+    /// Calls `f` with each pod `sel` may select, with its node as the plan sees it: on nodes
+    /// the plan left alone, the pods the snapshot's index gives for the selector (each once);
+    /// on nodes it changed, every pod. `f` still matches the selector and namespace itself.
+    pub fn for_pods_selected(
+        &self,
+        sel: Option<&LabelSelector>,
+        mut f: impl FnMut(&NodeInfo, &Arc<PodInfo>),
+    ) {
+        let index = self.base.pod_index();
+        match narrow(sel) {
+            Narrow::Nothing => return,
+            Narrow::Values(k, vs) => {
+                for v in vs {
+                    if let Some(b) = index.with_label(k, v) {
+                        self.visit(b, &mut f);
+                    }
+                }
+            }
+            Narrow::Key(k) => {
+                for b in index.with_key(k) {
+                    self.visit(b, &mut f);
+                }
+            }
+            Narrow::All => {
+                for (i, node) in self.base.nodes() {
+                    if !self.is_changed(i) {
+                        node.pods.iter().for_each(|s| f(node, &s.info));
+                    }
+                }
+            }
+        }
+        self.visit_changed(|_| true, &mut f);
+    }
+
+    /// Calls `f` with each pod whose required anti-affinity may select `pod`, with its node as
+    /// the plan sees it (a pod may come more than once). `f` still matches the terms itself.
+    pub fn for_anti_affinity_toward(
+        &self,
+        pod: &PodInfo,
+        mut f: impl FnMut(&NodeInfo, &Arc<PodInfo>),
+    ) {
+        for b in self.base.pod_index().anti_affinity_for(pod.labels()) {
+            self.visit(b, &mut f);
+        }
+        self.visit_changed(PodInfo::has_required_anti_affinity, &mut f);
+    }
+
+    fn visit(&self, bucket: &Bucket, f: &mut impl FnMut(&NodeInfo, &Arc<PodInfo>)) {
+        for ((_, n), p) in bucket {
+            if !self.is_changed(*n)
+                && let Some(node) = self.base.node(*n)
+            {
+                f(node, p);
+            }
+        }
+    }
+
+    fn visit_changed(
+        &self,
+        keep: impl Fn(&PodInfo) -> bool,
+        f: &mut impl FnMut(&NodeInfo, &Arc<PodInfo>),
+    ) {
+        for node in self.changed.values() {
+            for s in node.pods.iter().filter(|s| keep(&s.info)) {
+                f(node, &s.info);
+            }
+        }
     }
 }

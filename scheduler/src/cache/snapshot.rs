@@ -11,6 +11,8 @@ use std::sync::Arc;
 use super::classes::ClassIndex;
 use super::labels::{Column, LabelIndex};
 use super::node_info::NodeInfo;
+use super::pod_index::PodIndex;
+use super::pod_info::PodInfo;
 use super::workload::WorkloadModel;
 use crate::resources::{GPU_RESOURCE, PodRequest};
 
@@ -94,6 +96,8 @@ pub struct Snapshot {
     index: ShapeIndex,
     classes: ClassIndex,
     labels: LabelIndex,
+    /// Pods on the nodes by label, and required anti-affinity by what it selects.
+    pods: PodIndex,
     count: usize,
     /// Pods with required anti-affinity on any node (others must respect them).
     pub anti_affinity_pods: usize,
@@ -150,6 +154,11 @@ impl Snapshot {
         self.labels.column(key)
     }
 
+    /// The pods on the nodes, by label (kept as nodes change).
+    pub fn pod_index(&self) -> &PodIndex {
+        &self.pods
+    }
+
     /// Adds or replaces a node.
     pub fn put(&mut self, mut info: NodeInfo) -> usize {
         let idx = match self.by_name.get(&*info.name) {
@@ -169,6 +178,11 @@ impl Snapshot {
         self.classes.set(idx, Some(&info));
         self.labels
             .set(idx, Some(&info), self.nodes[idx].as_deref());
+        self.pods.update_node(
+            idx,
+            &pods_of(self.nodes[idx].as_deref()),
+            &pods_of(Some(&info)),
+        );
         self.nodes[idx] = Some(Arc::new(info));
         idx
     }
@@ -178,8 +192,11 @@ impl Snapshot {
         let Some(Some(node)) = self.nodes.get_mut(idx) else {
             return;
         };
+        let before = pods_of(Some(node));
         f(Arc::make_mut(node));
         let node = self.nodes[idx].clone();
+        self.pods
+            .update_node(idx, &before, &pods_of(node.as_deref()));
         self.index.set(idx, node.as_deref());
         self.classes.set(idx, node.as_deref());
     }
@@ -194,6 +211,14 @@ impl Snapshot {
         self.index.set(idx, None);
         self.classes.set(idx, None);
         self.labels.set(idx, None, old.as_deref());
+        self.pods.update_node(idx, &pods_of(old.as_deref()), &[]);
         old
     }
+}
+
+/// The pods on a node (shared, for the pod index to compare).
+fn pods_of(node: Option<&NodeInfo>) -> Vec<Arc<PodInfo>> {
+    node.map_or_else(Vec::new, |n| {
+        n.pods.iter().map(|s| s.info.clone()).collect()
+    })
 }

@@ -1,8 +1,10 @@
 //! InterPodAffinity: required pod affinity and anti-affinity (the pod's own, and existing pods'
 //! anti-affinity against it) filter by topology domain (`topologyKey`); preferred terms score.
 //!
-//! The pre-filter scans the pods on nodes once per cycle, and only when the pod has terms or some
-//! existing pod has required anti-affinity; plain pods skip it entirely.
+//! The pre-filter runs only when the pod has terms or some existing pod has required
+//! anti-affinity (plain pods skip it entirely), and visits only the pods the snapshot's pod index
+//! gives for each term's selector, and the pods whose anti-affinity may select this pod
+//! ([`PlanState::for_pods_selected`], [`PlanState::for_anti_affinity_toward`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -22,14 +24,56 @@ pub const ANTI_AFFINITY_REASON: &str = "didn't match pod anti-affinity rules";
 pub const EXISTING_ANTI_AFFINITY_REASON: &str = "didn't satisfy existing pods anti-affinity rules";
 
 #[derive(Debug, Default)]
-pub struct InterPodAffinity;
-
-pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
-    Ok(Arc::new(InterPodAffinity))
+pub struct InterPodAffinity {
+    scan: Scan,
 }
 
-/// Values of one topology key (where matching pods run), also by label value id so a node is
-/// checked with two array reads.
+pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
+    Ok(Arc::new(InterPodAffinity::default()))
+}
+
+impl InterPodAffinity {
+    /// The plugin finding pods as `scan` says ([`Scan::EveryPod`]: the reference).
+    pub fn with_scan(scan: Scan) -> InterPodAffinity {
+        InterPodAffinity { scan }
+    }
+}
+
+/// How a pre-filter finds the pods a selector may match.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scan {
+    /// The snapshot's pod index (only pods carrying a label the selector needs).
+    #[default]
+    Indexed,
+    /// Every pod on every node (the reference the index is tested against).
+    EveryPod,
+}
+
+/// Calls `f` with every pod on every node, as the plan sees them.
+pub(crate) fn every_pod(cluster: &PlanState<'_>, mut f: impl FnMut(&NodeInfo, &Arc<PodInfo>)) {
+    for (_, node) in cluster.nodes() {
+        for slot in &node.pods {
+            f(node, &slot.info);
+        }
+    }
+}
+
+/// Calls `f` with the pods `t`'s selector may match (a superset; `f` matches).
+fn pods_selected(
+    cluster: &PlanState<'_>,
+    scan: Scan,
+    t: &PodAffinityTerm,
+    f: impl FnMut(&NodeInfo, &Arc<PodInfo>),
+) {
+    match scan {
+        Scan::Indexed => cluster.for_pods_selected(t.label_selector.as_ref(), f),
+        Scan::EveryPod => every_pod(cluster, f),
+    }
+}
+
+/// Values of one topology key (where matching pods run), by label value id where the key's
+/// column knows the node (no string work), by value otherwise; a node is checked with two array
+/// reads.
 #[derive(Debug, Default)]
 struct DomainSet {
     key: String,
@@ -38,23 +82,48 @@ struct DomainSet {
 }
 
 impl DomainSet {
-    fn new(key: &str) -> DomainSet {
+    fn new(key: &str, cluster: &PlanState<'_>) -> DomainSet {
         DomainSet {
             key: key.to_string(),
-            ..Default::default()
+            values: HashSet::new(),
+            ids: cluster.snapshot().label_column(key).map(|col| {
+                let bound = col.column.id_bound();
+                (col, vec![false; bound])
+            }),
         }
     }
 
-    /// Indexes the values by id (once they are all in).
-    fn finish(&mut self, cluster: &PlanState<'_>) {
-        if let Some(col) = cluster.snapshot().label_column(&self.key) {
-            let mut by_id = vec![false; col.column.id_bound()];
-            for v in &self.values {
-                if let Some(id) = col.id(v) {
-                    by_id[id as usize] = true;
+    /// Adds the domain of `node` (nothing when it lacks the key).
+    fn add(&mut self, node: &NodeInfo) {
+        if let Some((col, by_id)) = &mut self.ids {
+            match col.lookup(node) {
+                Lookup::Value(id) => {
+                    if let Some(b) = by_id.get_mut(id as usize) {
+                        *b = true;
+                        return;
+                    }
                 }
+                Lookup::Absent => return,
+                Lookup::Unknown => {}
             }
-            self.ids = Some((col, by_id));
+        }
+        if let Some(v) = node.labels().get(&self.key)
+            && !self.values.contains(v)
+        {
+            self.values.insert(v.clone());
+        }
+    }
+
+    /// Folds the values added by name into the ids (once they are all in).
+    fn finish(&mut self) {
+        if let Some((col, by_id)) = &mut self.ids {
+            self.values.retain(|v| match col.id(v) {
+                Some(id) if (id as usize) < by_id.len() => {
+                    by_id[id as usize] = true;
+                    false
+                }
+                _ => true,
+            });
         }
     }
 
@@ -62,14 +131,23 @@ impl DomainSet {
     fn contains(&self, node: &NodeInfo) -> Option<bool> {
         if let Some((col, by_id)) = &self.ids {
             match col.lookup(node) {
-                Lookup::Value(id) => return Some(by_id.get(id as usize).copied().unwrap_or(false)),
+                Lookup::Value(id) => {
+                    if let Some(b) = by_id.get(id as usize) {
+                        return Some(*b);
+                    }
+                }
                 Lookup::Absent => return None,
                 Lookup::Unknown => {}
             }
         }
-        node.labels()
-            .get(&self.key)
-            .map(|v| self.values.contains(v))
+        let v = node.labels().get(&self.key)?;
+        if let Some((col, by_id)) = &self.ids
+            && let Some(id) = col.id(v)
+            && by_id.get(id as usize) == Some(&true)
+        {
+            return Some(true);
+        }
+        Some(self.values.contains(v))
     }
 }
 
@@ -176,61 +254,70 @@ impl PreFilter for InterPodAffinity {
         s.active = true;
         s.affinity = aff
             .iter()
-            .map(|t| DomainSet::new(&t.topology_key))
+            .map(|t| DomainSet::new(&t.topology_key, cluster))
             .collect();
         s.anti = anti
             .iter()
-            .map(|t| DomainSet::new(&t.topology_key))
+            .map(|t| DomainSet::new(&t.topology_key, cluster))
             .collect();
         let mut existing: HashMap<String, DomainSet> = HashMap::new();
         let ns = pod.namespace();
         let mut any_affinity_match = false;
-        for (_, node) in cluster.nodes() {
-            let labels = node.labels();
-            for slot in &node.pods {
-                let q = &slot.info;
-                if q.key == pod.key {
-                    continue;
+        let scan = self.scan;
+        for (i, t) in aff.iter().enumerate() {
+            let d = &mut s.affinity[i];
+            pods_selected(cluster, scan, t, |node, q| {
+                if q.key != pod.key && term_matches(t, ns, &q.pod) {
+                    any_affinity_match = true;
+                    d.add(node);
                 }
-                for (i, t) in aff.iter().enumerate() {
-                    if term_matches(t, ns, &q.pod) {
-                        any_affinity_match = true;
-                        if let Some(v) = labels.get(&t.topology_key) {
-                            s.affinity[i].values.insert(v.clone());
-                        }
-                    }
+            });
+        }
+        for (i, t) in anti.iter().enumerate() {
+            let d = &mut s.anti[i];
+            pods_selected(cluster, scan, t, |node, q| {
+                if q.key != pod.key && term_matches(t, ns, &q.pod) {
+                    d.add(node);
                 }
-                for (i, t) in anti.iter().enumerate() {
-                    if term_matches(t, ns, &q.pod)
-                        && let Some(v) = labels.get(&t.topology_key)
-                    {
-                        s.anti[i].values.insert(v.clone());
-                    }
+            });
+        }
+        for (w, t) in &preferred {
+            let p = &mut s.preferred;
+            pods_selected(cluster, scan, t, |node, q| {
+                if q.key != pod.key
+                    && term_matches(t, ns, &q.pod)
+                    && let Some(v) = node.labels().get(&t.topology_key)
+                {
+                    *p.entry((t.topology_key.clone(), v.clone())).or_default() += w;
                 }
-                for (w, t) in &preferred {
-                    if term_matches(t, ns, &q.pod)
-                        && let Some(v) = labels.get(&t.topology_key)
-                    {
-                        *s.preferred
-                            .entry((t.topology_key.clone(), v.clone()))
-                            .or_default() += w;
-                    }
-                }
-                if q.has_required_anti_affinity() {
-                    let (_, their_anti, _) = terms(&q.pod);
-                    for t in their_anti {
-                        if term_matches(t, q.namespace(), &pod.pod)
-                            && let Some(v) = labels.get(&t.topology_key)
-                        {
-                            existing
-                                .entry(t.topology_key.clone())
-                                .or_insert_with(|| DomainSet::new(&t.topology_key))
-                                .values
-                                .insert(v.clone());
-                        }
-                    }
+            });
+        }
+        let existing_anti = |node: &NodeInfo, q: &Arc<PodInfo>| {
+            if q.key == pod.key || !q.has_required_anti_affinity() {
+                return;
+            }
+            let their_anti = q
+                .pod
+                .spec
+                .affinity
+                .iter()
+                .flat_map(|a| &a.pod_anti_affinity)
+                .flat_map(|a| &a.required_during_scheduling_ignored_during_execution);
+            for t in their_anti {
+                if term_matches(t, q.namespace(), &pod.pod) {
+                    let d = match existing.get_mut(t.topology_key.as_str()) {
+                        Some(d) => d,
+                        None => existing
+                            .entry(t.topology_key.clone())
+                            .or_insert_with(|| DomainSet::new(&t.topology_key, cluster)),
+                    };
+                    d.add(node);
                 }
             }
+        };
+        match scan {
+            Scan::Indexed => cluster.for_anti_affinity_toward(pod, existing_anti),
+            Scan::EveryPod => every_pod(cluster, existing_anti),
         }
         s.first_of_group = !any_affinity_match && aff.iter().all(|t| term_matches(t, ns, &pod.pod));
         s.existing_anti = existing.into_values().collect();
@@ -240,7 +327,7 @@ impl PreFilter for InterPodAffinity {
             .chain(&mut s.anti)
             .chain(&mut s.existing_anti)
         {
-            d.finish(cluster);
+            d.finish();
         }
         state.insert(s);
         Status::success()
@@ -381,9 +468,13 @@ mod tests {
         for (name, p, want) in cases {
             let plan = PlanState::new(&snap);
             let mut st = CycleState::new();
-            InterPodAffinity.pre_filter(&mut st, &p, &plan);
+            InterPodAffinity::default().pre_filter(&mut st, &p, &plan);
             let got: Vec<Code> = (0..3)
-                .map(|i| InterPodAffinity.filter(&st, &p, plan.node(i).unwrap()).code)
+                .map(|i| {
+                    InterPodAffinity::default()
+                        .filter(&st, &p, plan.node(i).unwrap())
+                        .code
+                })
                 .collect();
             assert_eq!(got, want, "{name}");
         }

@@ -1,6 +1,8 @@
 //! PodTopologySpread: `topologySpreadConstraints`. `DoNotSchedule` constraints filter (placing
 //! the pod must keep the skew between domains within `maxSkew`); all constraints score (fewer
-//! matching pods in the node's domain is better).
+//! matching pods in the node's domain is better). The pre-filter counts only the pods the
+//! snapshot's pod index gives for the constraint's selector, and reads every node's domain by
+//! label id.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::sync::Arc;
 use drover_api::core::unsatisfiable_action;
 use drover_api::selector::LabelSelector;
 
+use super::inter_pod_affinity::{Scan, every_pod};
 use super::node_affinity::node_matches;
 use crate::cache::labels::{Column, Lookup};
 use crate::cache::{NodeInfo, PlanState, PodInfo};
@@ -22,10 +25,19 @@ pub const MISSING_LABEL_REASON: &str =
     "didn't match pod topology spread constraints (missing required label)";
 
 #[derive(Debug, Default)]
-pub struct PodTopologySpread;
+pub struct PodTopologySpread {
+    scan: Scan,
+}
 
 pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
-    Ok(Arc::new(PodTopologySpread))
+    Ok(Arc::new(PodTopologySpread::default()))
+}
+
+impl PodTopologySpread {
+    /// The plugin finding pods as `scan` says ([`Scan::EveryPod`]: the reference).
+    pub fn with_scan(scan: Scan) -> PodTopologySpread {
+        PodTopologySpread { scan }
+    }
 }
 
 #[derive(Debug)]
@@ -57,6 +69,22 @@ impl Constraint {
             }),
         }
     }
+}
+
+/// A node's domain for a constraint on `key`: its value id (no node constraints, known node), or
+/// its value when it has the key and the pod's node constraints admit it; `None`: not counted.
+fn domain_of<'n>(
+    node: &'n NodeInfo,
+    any_node: bool,
+    column: Option<&Column>,
+    key: &str,
+    pod: &PodInfo,
+) -> Option<Result<u32, &'n String>> {
+    if any_node && let Some(Lookup::Value(id)) = column.map(|c| c.lookup(node)) {
+        return Some(Ok(id));
+    }
+    let v = node.labels().get(key)?;
+    node_matches(&pod.pod, &node.name, node.labels()).then_some(Err(v))
 }
 
 #[derive(Debug, Default)]
@@ -109,25 +137,36 @@ impl PreFilter for PodTopologySpread {
             let mut by_id: Vec<Option<i64>> =
                 vec![None; column.as_ref().map_or(0, |c| c.column.id_bound())];
             let mut counts: HashMap<String, i64> = HashMap::new();
+            // Every eligible node's domain counts, matching pods or not (the minimum is over
+            // domains); then each matching pod counts in its node's domain.
             for (_, node) in cluster.nodes() {
-                let n = || {
-                    node.pods
-                        .iter()
-                        .filter(|s| s.info.key != pod.key && matches(&s.info))
-                        .count() as i64
-                };
-                if any_node && let Some(Lookup::Value(id)) = column.as_ref().map(|c| c.lookup(node))
-                {
-                    *by_id[id as usize].get_or_insert(0) += n();
-                    continue;
+                match domain_of(node, any_node, column.as_ref(), &c.topology_key, pod) {
+                    Some(Ok(id)) => {
+                        by_id[id as usize].get_or_insert(0);
+                    }
+                    Some(Err(v)) => {
+                        counts.entry(v.clone()).or_default();
+                    }
+                    None => {}
                 }
-                let Some(v) = node.labels().get(&c.topology_key) else {
-                    continue;
-                };
-                if !node_matches(&pod.pod, &node.name, node.labels()) {
-                    continue;
+            }
+            let mut count = |node: &NodeInfo, q: &Arc<PodInfo>| {
+                if q.key == pod.key || !matches(q) {
+                    return;
                 }
-                *counts.entry(v.clone()).or_default() += n();
+                match domain_of(node, any_node, column.as_ref(), &c.topology_key, pod) {
+                    Some(Ok(id)) => *by_id[id as usize].get_or_insert(0) += 1,
+                    Some(Err(v)) => *counts.entry(v.clone()).or_default() += 1,
+                    None => {}
+                }
+            };
+            match self.scan {
+                Scan::Indexed if c.label_selector.is_some() => {
+                    cluster.for_pods_selected(c.label_selector.as_ref(), count)
+                }
+                // Without a selector nothing matches.
+                Scan::Indexed => {}
+                Scan::EveryPod => every_pod(cluster, &mut count),
             }
             if let Some(col) = &column {
                 counts.retain(|v, n| match col.id(v) {
@@ -258,10 +297,10 @@ mod tests {
         for (name, p, want) in cases {
             let plan = PlanState::new(&snap);
             let mut st = CycleState::new();
-            PodTopologySpread.pre_filter(&mut st, &p, &plan);
+            PodTopologySpread::default().pre_filter(&mut st, &p, &plan);
             let got: Vec<Code> = (0..3)
                 .map(|i| {
-                    PodTopologySpread
+                    PodTopologySpread::default()
                         .filter(&st, &p, plan.node(i).unwrap())
                         .code
                 })

@@ -1,0 +1,307 @@
+//! The pod index: the inter-pod affinity and topology spread pre-filters that visit only the
+//! pods the snapshot's index gives decide and score every node as the ones that scan every pod
+//! do, on random clusters kept incrementally (pods added and removed node by node) and plans
+//! that reserve and evict on top.
+
+use std::sync::Arc;
+
+use drover_api::core::WeightedPodAffinityTerm;
+use drover_api::core::{Affinity, PodAffinity, PodAffinityTerm, TopologySpreadConstraint};
+use drover_api::selector::{LabelSelector, LabelSelectorRequirement};
+use drover_scheduler::cache::{NodeInfo, Placement, PlanState, PodInfo, Snapshot};
+use drover_scheduler::framework::{CycleState, Plugin};
+use drover_scheduler::plugins::inter_pod_affinity::{InterPodAffinity, Scan};
+use drover_scheduler::plugins::pod_topology_spread::PodTopologySpread;
+use drover_scheduler::testing::{node, pod};
+use proptest::prelude::*;
+
+const HOSTNAME: &str = "kubernetes.io/hostname";
+const APPS: [&str; 3] = ["x", "y", "z"];
+const NAMESPACES: [&str; 2] = ["a", "b"];
+
+/// A selector: 0 app=v, 1 app In (v, next), 2 app Exists, 3 app NotIn v (selects pods
+/// without the key too), 4 empty (everything), 5 tier=v, 6 none (nothing).
+fn sel(kind: u8, v: u8) -> Option<LabelSelector> {
+    let app = APPS[v as usize % 3].to_string();
+    let expr = |op: &str, values: Vec<String>| LabelSelector {
+        match_labels: Default::default(),
+        match_expressions: vec![LabelSelectorRequirement {
+            key: "app".into(),
+            operator: op.into(),
+            values,
+        }],
+    };
+    Some(match kind % 7 {
+        0 => LabelSelector::from_labels([("app".to_string(), app)].into()),
+        1 => expr("In", vec![app, APPS[(v as usize + 1) % 3].to_string()]),
+        2 => expr("Exists", vec![]),
+        3 => expr("NotIn", vec![app]),
+        4 => LabelSelector::default(),
+        5 => LabelSelector::from_labels([("tier".to_string(), app)].into()),
+        _ => return None,
+    })
+}
+
+fn key(k: u8) -> &'static str {
+    ["zone", HOSTNAME, "rack"][k as usize % 3]
+}
+
+/// (selector kind, value, topology key, namespaces listed)
+type TermSpec = (u8, u8, u8, bool);
+
+fn term((kind, v, k, listed): TermSpec) -> PodAffinityTerm {
+    PodAffinityTerm {
+        label_selector: sel(kind, v),
+        topology_key: key(k).into(),
+        namespaces: if listed {
+            vec!["a".into(), "b".into()]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    }
+}
+
+fn term_spec() -> impl Strategy<Value = TermSpec> {
+    (0u8..7, 0u8..3, 0u8..3, any::<bool>())
+}
+
+/// (namespace, app label (3: none), tier label, anti-affinity term)
+type PodSpec = (u8, u8, bool, Option<TermSpec>);
+
+fn pod_spec() -> impl Strategy<Value = PodSpec> {
+    (
+        0u8..2,
+        0u8..4,
+        any::<bool>(),
+        prop::option::weighted(0.3, term_spec()),
+    )
+}
+
+fn make_pod(name: &str, (ns, app, tier, anti): PodSpec) -> Arc<PodInfo> {
+    let mut b = pod(NAMESPACES[ns as usize % 2], name);
+    if app < 3 {
+        b = b.label("app", APPS[app as usize]);
+    }
+    if tier {
+        b = b.label("tier", APPS[(app as usize + 1) % 3]);
+    }
+    if let Some(t) = anti {
+        b = b.affinity(Affinity {
+            pod_anti_affinity: Some(PodAffinity {
+                required_during_scheduling_ignored_during_execution: vec![term(t)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    b.info()
+}
+
+/// The incoming pod: its labels and namespace, required affinity and anti-affinity, preferred
+/// terms, spread constraints (selector, key, hard) and a node selector on zone.
+#[derive(Debug, Clone)]
+struct Incoming {
+    base: PodSpec,
+    affinity: Vec<TermSpec>,
+    anti: Vec<TermSpec>,
+    preferred: Vec<(i32, TermSpec)>,
+    spread: Vec<(u8, u8, u8, bool)>,
+    zone_selector: Option<u8>,
+}
+
+fn incoming() -> impl Strategy<Value = Incoming> {
+    (
+        (0u8..2, 0u8..4, any::<bool>(), Just(None)),
+        prop::collection::vec(term_spec(), 0..2),
+        prop::collection::vec(term_spec(), 0..2),
+        prop::collection::vec((-50i32..50, term_spec()), 0..2),
+        prop::collection::vec((0u8..7, 0u8..3, 0u8..3, any::<bool>()), 0..2),
+        prop::option::of(0u8..3),
+    )
+        .prop_map(
+            |(base, affinity, anti, preferred, spread, zone_selector)| Incoming {
+                base,
+                affinity,
+                anti,
+                preferred,
+                spread,
+                zone_selector,
+            },
+        )
+}
+
+fn make_incoming(i: &Incoming) -> Arc<PodInfo> {
+    let p = make_pod("incoming", i.base);
+    let mut pod = (*p.pod).clone();
+    let req = |ts: &[TermSpec]| {
+        (!ts.is_empty()).then(|| PodAffinity {
+            required_during_scheduling_ignored_during_execution: ts
+                .iter()
+                .map(|t| term(*t))
+                .collect(),
+            ..Default::default()
+        })
+    };
+    let mut a = Affinity {
+        pod_affinity: req(&i.affinity),
+        pod_anti_affinity: req(&i.anti),
+        ..Default::default()
+    };
+    for (w, t) in &i.preferred {
+        let slot = if *w >= 0 {
+            a.pod_affinity.get_or_insert_with(Default::default)
+        } else {
+            a.pod_anti_affinity.get_or_insert_with(Default::default)
+        };
+        slot.preferred_during_scheduling_ignored_during_execution
+            .push(WeightedPodAffinityTerm {
+                weight: w.abs().max(1),
+                pod_affinity_term: term(*t),
+            });
+    }
+    pod.spec.affinity = Some(a);
+    for (kind, v, k, hard) in &i.spread {
+        pod.spec
+            .topology_spread_constraints
+            .push(TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: key(*k).into(),
+                when_unsatisfiable: if *hard {
+                    "DoNotSchedule"
+                } else {
+                    "ScheduleAnyway"
+                }
+                .into(),
+                label_selector: sel(*kind, *v),
+                ..Default::default()
+            });
+    }
+    if let Some(z) = i.zone_selector {
+        pod.spec
+            .node_selector
+            .insert("zone".into(), format!("z{z}"));
+    }
+    Arc::new(PodInfo::new(Arc::new(pod)))
+}
+
+/// Per node: (filter code, score) of a plugin's pre-filter as `scan` says.
+fn decide(plugin: &dyn Plugin, plan: &PlanState<'_>, p: &PodInfo) -> Vec<(String, i64)> {
+    let mut st = CycleState::new();
+    let pre = plugin
+        .as_pre_filter()
+        .expect("pre-filter")
+        .pre_filter(&mut st, p, plan);
+    let mut out = vec![(format!("{:?}", pre.code), 0)];
+    for (_, n) in plan.nodes() {
+        let n: &NodeInfo = n;
+        out.push((
+            format!(
+                "{:?}",
+                plugin.as_filter().expect("filter").filter(&st, p, n).code
+            ),
+            plugin.as_score().expect("score").score(&st, p, n),
+        ));
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn indexed_pre_filters_decide_as_scanning_ones(
+        // Per node: zone (3: none), rack (2: none).
+        nodes in prop::collection::vec((0u8..4, 0u8..3), 1..8),
+        pods in prop::collection::vec((0usize..8, pod_spec()), 0..30),
+        removed in prop::collection::vec(0usize..30, 0..6),
+        reserved in prop::collection::vec((0usize..8, pod_spec()), 0..4),
+        evicted in prop::collection::vec(0usize..30, 0..3),
+        gone in prop::option::of(0usize..8),
+        back in any::<bool>(),
+        p in incoming(),
+    ) {
+        let mut snap = Snapshot::default();
+        for (i, (zone, rack)) in nodes.iter().enumerate() {
+            let name = format!("n{i}");
+            let mut b = node(&name).label(HOSTNAME, &name);
+            if *zone < 3 {
+                b = b.label("zone", &format!("z{zone}"));
+            }
+            if *rack < 2 {
+                b = b.label("rack", &format!("r{rack}"));
+            }
+            snap.put(b.info());
+        }
+        // Pods come and go node by node, as the cache applies them.
+        let mut placed: Vec<(usize, Arc<PodInfo>)> = Vec::new();
+        for (k, (n, spec)) in pods.iter().enumerate() {
+            let n = n % nodes.len();
+            let info = make_pod(&format!("p{k}"), *spec);
+            snap.update(n, |node| node.add_pod(info.clone(), Arc::new(vec![])));
+            placed.push((n, info));
+        }
+        for r in &removed {
+            if let Some((n, info)) = placed.get(*r).cloned() {
+                snap.update(n, |node| {
+                    node.remove_pod(&info.key);
+                });
+            }
+        }
+        // A node replaced (heartbeat) and one removed.
+        if let Some(g) = gone {
+            let g = g % nodes.len();
+            if let Some(n) = snap.node(g).cloned() {
+                snap.put((*n).clone());
+            }
+            if g + 1 < nodes.len() {
+                let name = format!("n{}", g + 1);
+                snap.remove(&name);
+                if back {
+                    // Back in the same slot, without its pods.
+                    snap.put(node(&name).label(HOSTNAME, &name).label("zone", "z0").info());
+                }
+            }
+        }
+        snap.anti_affinity_pods = snap
+            .nodes()
+            .flat_map(|(_, n)| n.pods.iter())
+            .filter(|s| s.info.has_required_anti_affinity())
+            .count();
+        let mut plan = PlanState::new(&snap);
+        for (k, (n, spec)) in reserved.iter().enumerate() {
+            let n = n % nodes.len();
+            let Some(node) = snap.node(n) else { continue };
+            let info = make_pod(&format!("r{k}"), *spec);
+            plan.reserve(&info, Placement {
+                pod: info.key.clone(),
+                node: n,
+                node_name: node.name.clone(),
+                devices: vec![],
+            });
+        }
+        for e in &evicted {
+            if let Some((n, info)) = placed.get(*e) {
+                plan.evict(*n, &info.key);
+            }
+        }
+        let incoming = make_incoming(&p);
+        let pairs: [(Box<dyn Plugin>, Box<dyn Plugin>); 2] = [
+            (
+                Box::new(InterPodAffinity::with_scan(Scan::Indexed)),
+                Box::new(InterPodAffinity::with_scan(Scan::EveryPod)),
+            ),
+            (
+                Box::new(PodTopologySpread::with_scan(Scan::Indexed)),
+                Box::new(PodTopologySpread::with_scan(Scan::EveryPod)),
+            ),
+        ];
+        for (indexed, scanning) in &pairs {
+            prop_assert_eq!(
+                decide(&**indexed, &plan, &incoming),
+                decide(&**scanning, &plan, &incoming),
+                "{}", indexed.name()
+            );
+        }
+    }
+}
