@@ -71,8 +71,12 @@ async fn cpu_job_completes() {
     .await;
     assert_eq!(j.status.succeeded, 3);
     assert_eq!(job_pods(&c.client, NS, "cpu-batch").await.len(), 3);
-    let evs = events_for(&c.client, NS, "cpu-batch").await;
-    assert!(evs.iter().any(|e| e.reason == "Completed"), "{evs:?}");
+    // Events are recorded after the status they explain: wait for them.
+    let evs = eventually("a Completed event", 10, || async {
+        let evs = events_for(&c.client, NS, "cpu-batch").await;
+        evs.iter().any(|e| e.reason == "Completed").then_some(evs)
+    })
+    .await;
     assert!(evs.iter().any(|e| e.reason == "SuccessfulCreate"));
     m.shutdown().await;
 }

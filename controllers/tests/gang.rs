@@ -158,12 +158,14 @@ async fn gang_member_failure_restarts_the_whole_gang() {
     );
     let j = get_job(&c.client, NS, "train").await;
     assert_eq!(j.status.failed, 1, "one gang failure counts once");
-    let evs = events_for(&c.client, NS, "train").await;
-    assert!(
+    // Events are recorded after the changes they explain: wait for them.
+    eventually("a GangRestarted event naming rank 1", 10, || async {
+        let evs = events_for(&c.client, NS, "train").await;
         evs.iter()
-            .any(|e| e.reason == "GangRestarted" && e.message.contains("rank 1")),
-        "{evs:?}"
-    );
+            .any(|e| e.reason == "GangRestarted" && e.message.contains("rank 1"))
+            .then_some(())
+    })
+    .await;
     // The new gang succeeds: the Job completes.
     for (p, n) in fresh.iter().zip(["n1", "n2", "n3"]) {
         bind(&c.client, p, n).await;
@@ -264,10 +266,19 @@ async fn lost_node_fails_pods_and_the_gang_is_replaced() {
         t0.elapsed()
     );
     assert_eq!(fresh.len(), 2);
-    let evs = events_for(&c.client, "default", "n3").await;
-    assert!(evs.iter().any(|e| e.reason == "NodeUnreachable"), "{evs:?}");
-    let lost = events_for(&c.client, NS, &pods[1].metadata.name).await;
-    assert!(lost.iter().any(|e| e.reason == "NodeLost"), "{lost:?}");
+    eventually("a NodeUnreachable event", 10, || async {
+        let evs = events_for(&c.client, "default", "n3").await;
+        evs.iter()
+            .any(|e| e.reason == "NodeUnreachable")
+            .then_some(())
+    })
+    .await;
+    let lost_pod = pods[1].metadata.name.clone();
+    eventually("a NodeLost event", 10, || async {
+        let lost = events_for(&c.client, NS, &lost_pod).await;
+        lost.iter().any(|e| e.reason == "NodeLost").then_some(())
+    })
+    .await;
     let j = get_job(&c.client, NS, "ddp").await;
     assert_eq!(j.status.failed, 1);
     // The node comes back: the taint goes.
