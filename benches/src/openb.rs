@@ -309,7 +309,7 @@ fn steps(demand: f64) -> Vec<f64> {
 
 enum Placer {
     Drover(Box<DroverPlacer>),
-    Reference(ReferencePlacer),
+    Reference(Box<ReferencePlacer>),
 }
 
 /// The inputs shared by every replay.
@@ -335,7 +335,9 @@ fn replay(
             &inputs.api_nodes,
             &inputs.api_pods,
         ))),
-        (None, Some(r)) => Placer::Reference(ReferencePlacer::new(r, &inputs.nodes, seed)),
+        (None, Some(r)) => {
+            Placer::Reference(Box::new(ReferencePlacer::new(r, &inputs.nodes, seed)))
+        }
         (None, None) => return Err(OpenbError::Invalid(format!("policy {}", policy.name()))),
     };
     let order = arrivals(&inputs.pods, inputs.total_milli, demand, seed);

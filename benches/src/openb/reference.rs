@@ -40,7 +40,7 @@ impl SimNode {
         if pod.cpu_milli > self.cpu_free || pod.memory_mib > self.mem_free {
             return None;
         }
-        if !pod.gpu_spec.is_empty() && !pod.gpu_spec.iter().any(|m| *m == self.model) {
+        if !pod.gpu_spec.is_empty() && !pod.gpu_spec.contains(&self.model) {
             return None;
         }
         match pod.gpu {
@@ -99,7 +99,7 @@ impl ReferencePlacer {
                 })
                 .collect(),
             // Its own stream, so the policy's choices do not shift the workload's draws.
-            rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f_7a11),
+            rng: StdRng::seed_from_u64(seed ^ 0x005e_ed0f_7a11),
         }
     }
 
