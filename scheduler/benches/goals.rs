@@ -4,7 +4,8 @@
 //!   8-GPU nodes (a stream of 1-GPU, GPU-share and CPU-only pods; the cluster is rebuilt, off
 //!   the clock, after 100,000 pods). Criterion's throughput line is pods per second.
 //! - `goal/affinity-5000-nodes`: required pod affinity (zone), required anti-affinity
-//!   (hostname) and a hard topology spread (zone), each decided and committed per iteration.
+//!   (hostname), a hard topology spread (zone) and required node affinity (zone In 3 of 10
+//!   zones), each decided and committed per iteration.
 //! - `goal/gang-64x8-same-rack`: one decision (no commit) for a 64-pod × 8-GPU gang that must
 //!   share a rack, on 10,000 nodes with 100,000 pods already running; p50/p99 of 100 decisions
 //!   are printed before criterion's own measurement.
@@ -141,6 +142,20 @@ fn affinity(c: &mut Criterion) {
                     pod_anti_affinity: Some(required(term(&app, HOSTNAME))),
                     ..Default::default()
                 })
+                .build()
+        },
+        20_000,
+    );
+    // Required node affinity: zone In [z0, z1, z2] (3 of 10 zones).
+    stream(
+        c,
+        "goal/affinity-5000-nodes",
+        "required-node-affinity",
+        &fresh,
+        &|i| {
+            pod("ns", &format!("p{i}"))
+                .cpu("1")
+                .node_affinity_in("zone", &["z0", "z1", "z2"])
                 .build()
         },
         20_000,

@@ -146,7 +146,8 @@ proptest! {
 }
 
 /// A pod for the class test: (cpu, gpus, share, rule) where rule picks a node selector, a
-/// required pod affinity or anti-affinity by rack, a spread constraint, or nothing.
+/// required pod affinity or anti-affinity by rack, a spread constraint, a required node
+/// affinity (rack In r0, r2), or nothing.
 fn class_pod(i: usize, (c, gpus, share): (u8, u8, u16), rule: u8) -> drover_api::core::Pod {
     let mut b = pod("ns", &format!("q{i}"))
         .cpu(&c.to_string())
@@ -183,6 +184,7 @@ fn class_pod(i: usize, (c, gpus, share): (u8, u8, u16), rule: u8) -> drover_api:
             label_selector: Some(selector("app", "a")),
             ..Default::default()
         }),
+        5 => b.node_affinity_in("rack", &["r0", "r2"]),
         _ => b,
     }
     .build()

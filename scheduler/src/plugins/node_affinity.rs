@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use drover_api::core::{NodeSelectorTerm, Pod};
+use drover_api::core::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
 
-use crate::cache::{NodeInfo, PodInfo};
+use crate::cache::labels::{Column, Lookup};
+use crate::cache::{NodeInfo, PlanState, PodInfo};
 use crate::framework::{
-    CycleState, Filter, MAX_NODE_SCORE, NodeView, Plugin, RegistryError, Score, Status,
+    CycleState, Filter, MAX_NODE_SCORE, NodeView, Plugin, PreFilter, RegistryError, Score, Status,
 };
 
 pub const NAME: &str = "NodeAffinity";
@@ -37,11 +38,151 @@ impl Plugin for NodeAffinity {
             NodeView::PerNode
         }
     }
+    fn as_pre_filter(&self) -> Option<&dyn PreFilter> {
+        Some(self)
+    }
     fn as_filter(&self) -> Option<&dyn Filter> {
         Some(self)
     }
     fn as_score(&self) -> Option<&dyn Score> {
         Some(self)
+    }
+}
+
+/// One label requirement (a `nodeSelector` entry or a term's expression) with its verdict per
+/// value id of the key's column, worked out once per pod: a node the column describes is then
+/// checked with two array reads instead of a string map lookup and string compares.
+#[derive(Debug)]
+struct Req {
+    key: String,
+    check: Check,
+    ids: Option<(Column, Vec<bool>, bool)>,
+}
+
+#[derive(Debug)]
+enum Check {
+    Equals(String),
+    Expr(NodeSelectorRequirement),
+}
+
+impl Check {
+    fn admits(&self, value: Option<&str>) -> bool {
+        match self {
+            Check::Equals(v) => value == Some(v.as_str()),
+            Check::Expr(r) => r.matches_value(value),
+        }
+    }
+}
+
+impl Req {
+    fn new(key: &str, check: Check, cluster: &PlanState<'_>) -> Req {
+        let ids = cluster.snapshot().label_column(key).map(|col| {
+            let mut by_id = vec![false; col.column.id_bound()];
+            for (v, id) in col.column.values() {
+                if let Some(b) = by_id.get_mut(id as usize) {
+                    *b = check.admits(Some(v));
+                }
+            }
+            let absent = check.admits(None);
+            (col, by_id, absent)
+        });
+        Req {
+            key: key.to_string(),
+            check,
+            ids,
+        }
+    }
+
+    fn admits(&self, node: &NodeInfo) -> bool {
+        if let Some((col, by_id, absent)) = &self.ids {
+            match col.lookup(node) {
+                Lookup::Value(id) => {
+                    if let Some(b) = by_id.get(id as usize) {
+                        return *b;
+                    }
+                }
+                Lookup::Absent => return *absent,
+                Lookup::Unknown => {}
+            }
+        }
+        self.check
+            .admits(node.labels().get(&self.key).map(String::as_str))
+    }
+}
+
+/// A required term: its label expressions by id, its field expressions as they are.
+#[derive(Debug)]
+struct Term {
+    exprs: Vec<Req>,
+    fields: Vec<NodeSelectorRequirement>,
+}
+
+/// The pod's `nodeSelector` and required node affinity, compiled against the snapshot's label
+/// index by the pre-filter; decides exactly as [`node_matches`].
+#[derive(Debug, Default)]
+struct Required {
+    selector: Vec<Req>,
+    /// `None`: no required node affinity.
+    terms: Option<Vec<Term>>,
+}
+
+impl Required {
+    fn new(pod: &Pod, cluster: &PlanState<'_>) -> Required {
+        let selector = pod
+            .spec
+            .node_selector
+            .iter()
+            .map(|(k, v)| Req::new(k, Check::Equals(v.clone()), cluster))
+            .collect();
+        let terms = pod
+            .spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|sel| {
+                sel.node_selector_terms
+                    .iter()
+                    // An empty term matches nothing (see `term_matches`).
+                    .filter(|t| !(t.match_expressions.is_empty() && t.match_fields.is_empty()))
+                    .map(|t| Term {
+                        exprs: t
+                            .match_expressions
+                            .iter()
+                            .map(|r| Req::new(&r.key, Check::Expr(r.clone()), cluster))
+                            .collect(),
+                        fields: t.match_fields.clone(),
+                    })
+                    .collect()
+            });
+        Required { selector, terms }
+    }
+
+    fn admits(&self, node: &NodeInfo) -> bool {
+        self.selector.iter().all(|r| r.admits(node))
+            && self.terms.as_ref().is_none_or(|ts| {
+                ts.iter().any(|t| {
+                    t.exprs.iter().all(|r| r.admits(node))
+                        && t.fields.iter().all(|r| {
+                            let v = (r.key == "metadata.name").then_some(&*node.name);
+                            r.matches_value(v)
+                        })
+                })
+            })
+    }
+}
+
+/// The compiled requirements of the pod this cycle is for.
+#[derive(Debug)]
+struct RequiredState(Required);
+
+impl PreFilter for NodeAffinity {
+    fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, cluster: &PlanState<'_>) -> Status {
+        state.insert(RequiredState(Required::new(&pod.pod, cluster)));
+        Status::success()
     }
 }
 
@@ -92,8 +233,12 @@ pub fn node_matches(pod: &Pod, name: &str, labels: &BTreeMap<String, String>) ->
 }
 
 impl Filter for NodeAffinity {
-    fn filter(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        if node_matches(&pod.pod, &node.name, node.labels()) {
+    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        let ok = match state.get::<RequiredState>() {
+            Some(RequiredState(r)) => r.admits(node),
+            None => node_matches(&pod.pod, &node.name, node.labels()),
+        };
+        if ok {
             Status::success()
         } else {
             Status::unresolvable(REASON)
