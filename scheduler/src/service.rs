@@ -36,7 +36,7 @@ use crate::report;
 pub const MEMBER_ARRIVAL_GRACE: Duration = Duration::from_secs(5);
 
 /// Binding tasks running at once.
-pub const DEFAULT_BIND_CONCURRENCY: usize = 64;
+pub const DEFAULT_BIND_CONCURRENCY: usize = 256;
 /// Units decided before the loop looks at new events again.
 pub const DEFAULT_UNITS_PER_ROUND: usize = 256;
 /// How often the loop flushes unschedulable units and expires assumptions.
