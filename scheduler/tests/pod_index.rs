@@ -10,7 +10,10 @@ use drover_api::core::{Affinity, PodAffinity, PodAffinityTerm, TopologySpreadCon
 use drover_api::selector::{LabelSelector, LabelSelectorRequirement};
 use drover_scheduler::cache::{NodeInfo, Placement, PlanState, PodInfo, Snapshot};
 use drover_scheduler::framework::{CycleState, Plugin};
-use drover_scheduler::plugins::inter_pod_affinity::{InterPodAffinity, Scan};
+use drover_scheduler::plugins::inter_pod_affinity::{
+    AFFINITY_REASON, ANTI_AFFINITY_REASON, EXISTING_ANTI_AFFINITY_REASON, InterPodAffinity, Scan,
+    term_matches,
+};
 use drover_scheduler::plugins::pod_topology_spread::PodTopologySpread;
 use drover_scheduler::testing::{node, pod};
 use proptest::prelude::*;
@@ -195,13 +198,73 @@ fn decide(plugin: &dyn Plugin, plan: &PlanState<'_>, p: &PodInfo) -> Vec<(String
     let mut out = vec![(format!("{:?}", pre.code), 0)];
     for (_, n) in plan.nodes() {
         let n: &NodeInfo = n;
+        let status = plugin.as_filter().expect("filter").filter(&st, p, n);
         out.push((
-            format!(
-                "{:?}",
-                plugin.as_filter().expect("filter").filter(&st, p, n).code
-            ),
+            format!("{:?} {:?}", status.code, status.reasons),
             plugin.as_score().expect("score").score(&st, p, n),
         ));
+    }
+    out
+}
+
+/// Per node: the InterPodAffinity filter verdict (code and reasons) by the rules, node by node
+/// against every pod (no domain sets, no index): the reference for both directions of
+/// required anti-affinity.
+fn reference_affinity_filter(plan: &PlanState<'_>, p: &PodInfo) -> Vec<String> {
+    let a = p.pod.spec.affinity.as_ref();
+    let aff: Vec<&PodAffinityTerm> = a
+        .iter()
+        .flat_map(|a| &a.pod_affinity)
+        .flat_map(|a| &a.required_during_scheduling_ignored_during_execution)
+        .collect();
+    let anti: Vec<&PodAffinityTerm> = a
+        .iter()
+        .flat_map(|a| &a.pod_anti_affinity)
+        .flat_map(|a| &a.required_during_scheduling_ignored_during_execution)
+        .collect();
+    let ns = p.namespace();
+    let pods: Vec<(&NodeInfo, &Arc<PodInfo>)> = plan
+        .nodes()
+        .flat_map(|(_, n)| n.pods.iter().map(move |s| (n, &s.info)))
+        .filter(|(_, q)| q.key != p.key)
+        .collect();
+    let same = |key: &str, n: &NodeInfo, m: &NodeInfo| matches!((n.labels().get(key), m.labels().get(key)), (Some(a), Some(b)) if a == b);
+    let first_of_group = !aff
+        .iter()
+        .any(|t| pods.iter().any(|(_, q)| term_matches(t, ns, &q.pod)))
+        && aff.iter().all(|t| term_matches(t, ns, &p.pod));
+    let mut out = Vec::new();
+    for (_, n) in plan.nodes() {
+        let n: &NodeInfo = n;
+        let affinity_ok = aff.iter().all(|t| {
+            n.labels().contains_key(&t.topology_key)
+                && (first_of_group
+                    || pods
+                        .iter()
+                        .any(|(m, q)| same(&t.topology_key, n, m) && term_matches(t, ns, &q.pod)))
+        });
+        let own_anti = anti.iter().any(|t| {
+            pods.iter()
+                .any(|(m, q)| same(&t.topology_key, n, m) && term_matches(t, ns, &q.pod))
+        });
+        let existing_anti = pods.iter().any(|(m, q)| {
+            q.pod
+                .spec
+                .affinity
+                .iter()
+                .flat_map(|a| &a.pod_anti_affinity)
+                .flat_map(|a| &a.required_during_scheduling_ignored_during_execution)
+                .any(|t| same(&t.topology_key, n, m) && term_matches(t, q.namespace(), &p.pod))
+        });
+        out.push(if !affinity_ok {
+            format!("UnschedulableAndUnresolvable [{AFFINITY_REASON:?}]")
+        } else if own_anti {
+            format!("Unschedulable [{ANTI_AFFINITY_REASON:?}]")
+        } else if existing_anti {
+            format!("Unschedulable [{EXISTING_ANTI_AFFINITY_REASON:?}]")
+        } else {
+            "Success []".to_string()
+        });
     }
     out
 }
@@ -296,6 +359,12 @@ proptest! {
                 Box::new(PodTopologySpread::with_scan(Scan::EveryPod)),
             ),
         ];
+        let verdicts: Vec<String> = decide(&*pairs[0].0, &plan, &incoming)
+            .into_iter()
+            .skip(1)
+            .map(|(v, _)| v)
+            .collect();
+        prop_assert_eq!(verdicts, reference_affinity_filter(&plan, &incoming));
         for (indexed, scanning) in &pairs {
             prop_assert_eq!(
                 decide(&**indexed, &plan, &incoming),

@@ -6,7 +6,7 @@
 //! gives for each term's selector, and the pods whose anti-affinity may select this pod
 //! ([`PlanState::for_pods_selected`], [`PlanState::for_anti_affinity_toward`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use drover_api::core::{Pod, PodAffinityTerm};
@@ -71,35 +71,42 @@ fn pods_selected(
     }
 }
 
-/// Values of one topology key (where matching pods run), by label value id where the key's
-/// column knows the node (no string work), by value otherwise; a node is checked with two array
-/// reads.
+/// Flag of a domain where a pod a required affinity term selects runs.
+const MATCHED: u8 = 1;
+/// Flag of a domain where the pod's own required anti-affinity forbids it.
+const OWN_ANTI: u8 = 1;
+/// Flag of a domain where an existing pod's required anti-affinity forbids it.
+const EXISTING_ANTI: u8 = 2;
+
+/// Values of one topology key (where matching pods run), each with flags (what put it there),
+/// by label value id where the key's column knows the node (no string work), by value
+/// otherwise; a node is checked with two array reads.
 #[derive(Debug, Default)]
 struct DomainSet {
     key: String,
-    values: HashSet<String>,
-    ids: Option<(Column, Vec<bool>)>,
+    values: HashMap<String, u8>,
+    ids: Option<(Column, Vec<u8>)>,
 }
 
 impl DomainSet {
     fn new(key: &str, cluster: &PlanState<'_>) -> DomainSet {
         DomainSet {
             key: key.to_string(),
-            values: HashSet::new(),
+            values: HashMap::new(),
             ids: cluster.snapshot().label_column(key).map(|col| {
                 let bound = col.column.id_bound();
-                (col, vec![false; bound])
+                (col, vec![0; bound])
             }),
         }
     }
 
-    /// Adds the domain of `node` (nothing when it lacks the key).
-    fn add(&mut self, node: &NodeInfo) {
+    /// Adds the domain of `node` with `flag` (nothing when it lacks the key).
+    fn add(&mut self, node: &NodeInfo, flag: u8) {
         if let Some((col, by_id)) = &mut self.ids {
             match col.lookup(node) {
                 Lookup::Value(id) => {
                     if let Some(b) = by_id.get_mut(id as usize) {
-                        *b = true;
+                        *b |= flag;
                         return;
                     }
                 }
@@ -107,19 +114,22 @@ impl DomainSet {
                 Lookup::Unknown => {}
             }
         }
-        if let Some(v) = node.labels().get(&self.key)
-            && !self.values.contains(v)
-        {
-            self.values.insert(v.clone());
+        if let Some(v) = node.labels().get(&self.key) {
+            match self.values.get_mut(v) {
+                Some(f) => *f |= flag,
+                None => {
+                    self.values.insert(v.clone(), flag);
+                }
+            }
         }
     }
 
     /// Folds the values added by name into the ids (once they are all in).
     fn finish(&mut self) {
         if let Some((col, by_id)) = &mut self.ids {
-            self.values.retain(|v| match col.id(v) {
+            self.values.retain(|v, f| match col.id(v) {
                 Some(id) if (id as usize) < by_id.len() => {
-                    by_id[id as usize] = true;
+                    by_id[id as usize] |= *f;
                     false
                 }
                 _ => true,
@@ -129,6 +139,11 @@ impl DomainSet {
 
     /// Whether the node's domain is in the set; `None` when the node lacks the key.
     fn contains(&self, node: &NodeInfo) -> Option<bool> {
+        self.flags(node).map(|f| f != 0)
+    }
+
+    /// The flags of the node's domain (0: not in the set); `None` when the node lacks the key.
+    fn flags(&self, node: &NodeInfo) -> Option<u8> {
         if let Some((col, by_id)) = &self.ids {
             match col.lookup(node) {
                 Lookup::Value(id) => {
@@ -141,14 +156,36 @@ impl DomainSet {
             }
         }
         let v = node.labels().get(&self.key)?;
+        let mut f = self.values.get(v).copied().unwrap_or(0);
         if let Some((col, by_id)) = &self.ids
             && let Some(id) = col.id(v)
-            && by_id.get(id as usize) == Some(&true)
+            && let Some(b) = by_id.get(id as usize)
         {
-            return Some(true);
+            f |= *b;
         }
-        Some(self.values.contains(v))
+        Some(f)
     }
+}
+
+/// The index of the set of `key` in `sets`, added when missing.
+fn key_index(sets: &mut Vec<DomainSet>, key: &str, cluster: &PlanState<'_>) -> usize {
+    match sets.iter().position(|d| d.key == key) {
+        Some(i) => i,
+        None => {
+            sets.push(DomainSet::new(key, cluster));
+            sets.len() - 1
+        }
+    }
+}
+
+/// The set of `key` in `sets`, added when missing.
+fn domain_of<'s>(
+    sets: &'s mut Vec<DomainSet>,
+    key: &str,
+    cluster: &PlanState<'_>,
+) -> &'s mut DomainSet {
+    let i = key_index(sets, key, cluster);
+    &mut sets[i]
 }
 
 /// Domains computed by the pre-filter.
@@ -159,9 +196,10 @@ struct AffinityState {
     /// No pod matches the affinity terms anywhere, but the pod matches them itself: the first
     /// pod of a group may go anywhere the key exists.
     first_of_group: bool,
+    /// Domains where anti-affinity forbids this pod, one set per topology key: flagged
+    /// [`OWN_ANTI`] (its own required terms) and/or [`EXISTING_ANTI`] (an existing pod's terms
+    /// select it), so a node costs one lookup per key whichever side forbids it.
     anti: Vec<DomainSet>,
-    /// Domains where an existing pod's anti-affinity forbids this pod, by key.
-    existing_anti: Vec<DomainSet>,
     /// Preferred terms: weight by (key, value).
     preferred: HashMap<(String, String), i64>,
     active: bool,
@@ -256,11 +294,6 @@ impl PreFilter for InterPodAffinity {
             .iter()
             .map(|t| DomainSet::new(&t.topology_key, cluster))
             .collect();
-        s.anti = anti
-            .iter()
-            .map(|t| DomainSet::new(&t.topology_key, cluster))
-            .collect();
-        let mut existing: HashMap<String, DomainSet> = HashMap::new();
         let ns = pod.namespace();
         let mut any_affinity_match = false;
         let scan = self.scan;
@@ -269,15 +302,15 @@ impl PreFilter for InterPodAffinity {
             pods_selected(cluster, scan, t, |node, q| {
                 if q.key != pod.key && term_matches(t, ns, &q.pod) {
                     any_affinity_match = true;
-                    d.add(node);
+                    d.add(node, MATCHED);
                 }
             });
         }
-        for (i, t) in anti.iter().enumerate() {
-            let d = &mut s.anti[i];
+        for t in &anti {
+            let d = domain_of(&mut s.anti, &t.topology_key, cluster);
             pods_selected(cluster, scan, t, |node, q| {
                 if q.key != pod.key && term_matches(t, ns, &q.pod) {
-                    d.add(node);
+                    d.add(node, OWN_ANTI);
                 }
             });
         }
@@ -292,6 +325,9 @@ impl PreFilter for InterPodAffinity {
                 }
             });
         }
+        let sets = &mut s.anti;
+        // The set of the last term's key: the terms of a group's pods share their key.
+        let mut last = usize::MAX;
         let existing_anti = |node: &NodeInfo, q: &Arc<PodInfo>| {
             if q.key == pod.key || !q.has_required_anti_affinity() {
                 return;
@@ -305,13 +341,10 @@ impl PreFilter for InterPodAffinity {
                 .flat_map(|a| &a.required_during_scheduling_ignored_during_execution);
             for t in their_anti {
                 if term_matches(t, q.namespace(), &pod.pod) {
-                    let d = match existing.get_mut(t.topology_key.as_str()) {
-                        Some(d) => d,
-                        None => existing
-                            .entry(t.topology_key.clone())
-                            .or_insert_with(|| DomainSet::new(&t.topology_key, cluster)),
-                    };
-                    d.add(node);
+                    if sets.get(last).is_none_or(|d| d.key != t.topology_key) {
+                        last = key_index(sets, &t.topology_key, cluster);
+                    }
+                    sets[last].add(node, EXISTING_ANTI);
                 }
             }
         };
@@ -320,13 +353,7 @@ impl PreFilter for InterPodAffinity {
             Scan::EveryPod => every_pod(cluster, existing_anti),
         }
         s.first_of_group = !any_affinity_match && aff.iter().all(|t| term_matches(t, ns, &pod.pod));
-        s.existing_anti = existing.into_values().collect();
-        for d in s
-            .affinity
-            .iter_mut()
-            .chain(&mut s.anti)
-            .chain(&mut s.existing_anti)
-        {
+        for d in s.affinity.iter_mut().chain(&mut s.anti) {
             d.finish();
         }
         state.insert(s);
@@ -349,13 +376,11 @@ impl Filter for InterPodAffinity {
                 _ => return Status::unresolvable(AFFINITY_REASON),
             }
         }
-        if s.anti.iter().any(|d| d.contains(node) == Some(true)) {
+        let flags = s.anti.iter().fold(0, |f, d| f | d.flags(node).unwrap_or(0));
+        if flags & OWN_ANTI != 0 {
             return Status::unschedulable(ANTI_AFFINITY_REASON);
         }
-        if s.existing_anti
-            .iter()
-            .any(|d| d.contains(node) == Some(true))
-        {
+        if flags & EXISTING_ANTI != 0 {
             return Status::unschedulable(EXISTING_ANTI_AFFINITY_REASON);
         }
         Status::success()
@@ -367,6 +392,9 @@ impl Score for InterPodAffinity {
         let Some(s) = state.get::<AffinityState>() else {
             return 0;
         };
+        if s.preferred.is_empty() {
+            return 0;
+        }
         s.preferred
             .iter()
             .filter(|((k, v), _)| node.labels().get(k) == Some(v))
