@@ -74,6 +74,9 @@ pub struct WorkloadModel {
     /// The top shapes grouped by GPU part.
     classes: Vec<GpuClass>,
     dirty: bool,
+    /// Cpu millicores and GPU thousandths asked for by every pod observed, cpu-only ones too.
+    cpu_milli: i64,
+    gpu_milli: u64,
 }
 
 impl WorkloadModel {
@@ -81,6 +84,8 @@ impl WorkloadModel {
     /// GPU is a fragment for a cpu-only pod wherever the pod goes, so they add the same to
     /// every node's gradient).
     pub fn observe(&mut self, r: &PodRequest) {
+        self.cpu_milli += r.res.cpu_milli.max(0);
+        self.gpu_milli += r.gpu_milli();
         if !r.wants_gpu() {
             return;
         }
@@ -118,6 +123,12 @@ impl WorkloadModel {
     /// The shapes and their weights (empty until a GPU pod has been seen).
     pub fn shapes(&self) -> &[(Shape, f64)] {
         &self.top
+    }
+
+    /// Cpu millicores the workload asks for per GPU thousandth, cpu-only pods included (their
+    /// cpu competes with GPU pods' for the GPU nodes); `None` until a GPU pod has been seen.
+    pub fn cpu_per_gpu_milli(&self) -> Option<f64> {
+        (self.gpu_milli > 0).then(|| self.cpu_milli as f64 / self.gpu_milli as f64)
     }
 
     /// The shapes grouped by GPU part (empty until a GPU pod has been seen).
