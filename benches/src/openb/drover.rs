@@ -40,7 +40,7 @@ fn config(profile: DroverProfile) -> ProfileConfig {
             drop(&mut c, &[most_allocated::NAME, least_allocated::NAME]);
             for p in &mut c.plugins {
                 if p.name == fragmentation::NAME {
-                    p.args = serde_json::json!({"toleranceMilli": 0.0, "packWeight": 0.0});
+                    p.args = serde_json::json!({"toleranceMilli": 0.0, "packWeight": 0.0, "cpuStrandWeight": 0.0});
                 }
             }
         }
