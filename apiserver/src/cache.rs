@@ -212,9 +212,8 @@ impl WatchCache {
         // the JSON clients see carries it.
         let object = ops.decode(&kv.value)?;
         let json = crate::kinds::render_with_rv(&**ops, &kv.value, rev)?;
-        let info = ops.info();
         Ok(Arc::new(CachedObject {
-            kind: kind_id(info.group, info.plural),
+            kind: ops.id().clone(),
             key: kv.key.clone(),
             rv: rev,
             object,

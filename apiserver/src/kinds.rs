@@ -38,6 +38,9 @@ impl<T: Resource> ErasedObject for T {
 /// What the server needs to do with one kind, independent of its Rust type.
 pub trait KindOps: Send + Sync {
     fn info(&self) -> &KindInfo;
+    /// The identifier the watch cache files this kind's objects under (`group/plural`), made
+    /// once so the write and watch paths don't allocate it per object.
+    fn id(&self) -> &Arc<str>;
     /// Decodes stored or submitted JSON into the typed object.
     fn decode(&self, json: &[u8]) -> Result<Arc<dyn ErasedObject>, Status>;
     /// Sets the resource version and encodes to JSON.
@@ -66,11 +69,15 @@ pub trait KindOps: Send + Sync {
 }
 
 /// [`KindOps`] for a Rust type.
-pub struct Typed<T>(PhantomData<fn() -> T>, KindInfo);
+pub struct Typed<T>(PhantomData<fn() -> T>, KindInfo, Arc<str>);
 
 impl<T: Resource> Typed<T> {
     pub fn new() -> Self {
-        Typed(PhantomData, T::info())
+        Typed(
+            PhantomData,
+            T::info(),
+            crate::cache::kind_id(T::GROUP, T::PLURAL),
+        )
     }
 }
 
@@ -195,6 +202,10 @@ mod tests {
 impl<T: Resource> KindOps for Typed<T> {
     fn info(&self) -> &KindInfo {
         &self.1
+    }
+
+    fn id(&self) -> &Arc<str> {
+        &self.2
     }
 
     fn decode(&self, json: &[u8]) -> Result<Arc<dyn ErasedObject>, Status> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use drover_api::core::{Binding, Namespace, Pod};
 use drover_api::error::Reason;
-use drover_api::resource::{find_kind_by_resource, split_api_version};
+use drover_api::resource::split_api_version;
 use drover_api::selector::{FieldSelector, Selector};
 use drover_api::{KindInfo, Resource, Status};
 
@@ -20,7 +20,7 @@ use crate::auth::{Authenticator, User};
 use crate::cache::{CachedObject, Filter, WatchCache, WatchStart, kind_id};
 use crate::config::ServerConfig;
 use crate::keys;
-use crate::kinds::{KindOps, Kinds, decode_typed, downcast};
+use crate::kinds::{KindOps, Kinds, downcast};
 use crate::storage::{Compare, Op, Store, Txn};
 use crate::write::{FOREGROUND_FINALIZER, ORPHAN_FINALIZER, Prepared, UpdateScope};
 
@@ -150,7 +150,7 @@ impl ApiService {
         }
         Ok(Resolved {
             ops,
-            kind: kind_id(info.group, info.plural),
+            kind: ops.id().clone(),
             info,
             namespace: t.namespace.clone(),
             name: t.name.clone(),
@@ -678,16 +678,6 @@ impl ApiService {
             }
         }
         Ok(())
-    }
-
-    /// The kind info of a resource, for transports that need it (REST discovery).
-    pub fn kind_of(&self, group: &str, plural: &str) -> Option<KindInfo> {
-        find_kind_by_resource(group, plural)
-    }
-
-    /// Decodes a typed object for transports that need one.
-    pub fn decode<T: Resource>(&self, json: &[u8]) -> Result<T, Status> {
-        decode_typed(json)
     }
 }
 
