@@ -62,6 +62,30 @@ impl Dependent {
             Dependent::PodGroup(g) => &g.metadata,
         }
     }
+
+    fn info(&self) -> drover_api::KindInfo {
+        match self {
+            Dependent::Pod(_) => Pod::info(),
+            Dependent::PodGroup(_) => PodGroup::info(),
+        }
+    }
+
+    /// The API target of this dependent.
+    fn target(&self) -> drover_api::client::proto::Target {
+        let m = self.meta();
+        drover_api::client::target(&self.info(), Some(&m.namespace), &m.name, "")
+    }
+
+    /// Wraps a client error with what it was about.
+    fn err(&self, source: ClientError) -> GcError {
+        let m = self.meta();
+        GcError::Api {
+            kind: self.info().kind,
+            namespace: m.namespace.clone(),
+            name: m.name.clone(),
+            source,
+        }
+    }
 }
 
 fn gc_err<T: Resource>(meta: &ObjectMeta) -> impl Fn(ClientError) -> GcError + '_ {
@@ -267,22 +291,12 @@ impl GarbageCollector {
                 .filter(|rv| !rv.is_empty()),
             ..Default::default()
         };
-        let r = match d {
-            Dependent::Pod(_) => self
-                .client
-                .namespaced::<Pod>(&m.namespace)
-                .delete(&m.name, &params)
-                .await
-                .map(|_| ())
-                .map_err(gc_err::<Pod>(m)),
-            Dependent::PodGroup(_) => self
-                .client
-                .namespaced::<PodGroup>(&m.namespace)
-                .delete(&m.name, &params)
-                .await
-                .map(|_| ())
-                .map_err(gc_err::<PodGroup>(m)),
-        };
+        let r = self
+            .client
+            .delete_raw(d.target(), &params)
+            .await
+            .map(|_| ())
+            .map_err(|e| d.err(e));
         match r {
             Err(GcError::Api { source, .. }) if source.is_not_found() || source.is_conflict() => {
                 Ok(())
@@ -300,22 +314,14 @@ impl GarbageCollector {
             .cloned()
             .collect();
         let patch = serde_json::json!({"metadata": {"ownerReferences": refs}});
-        let r = match d {
-            Dependent::Pod(_) => self
-                .client
-                .namespaced::<Pod>(&m.namespace)
-                .patch(&m.name, &patch)
-                .await
-                .map(|_| ())
-                .map_err(gc_err::<Pod>(m)),
-            Dependent::PodGroup(_) => self
-                .client
-                .namespaced::<PodGroup>(&m.namespace)
-                .patch(&m.name, &patch)
-                .await
-                .map(|_| ())
-                .map_err(gc_err::<PodGroup>(m)),
-        };
+        let body =
+            serde_json::to_vec(&patch).map_err(|e| d.err(ClientError::Encode(e.to_string())))?;
+        let r = self
+            .client
+            .patch_raw(d.target(), body)
+            .await
+            .map(|_| ())
+            .map_err(|e| d.err(e));
         match r {
             Err(GcError::Api { source, .. }) if source.is_not_found() => Ok(()),
             r => r,
