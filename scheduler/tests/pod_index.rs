@@ -90,6 +90,14 @@ fn make_pod(name: &str, (ns, app, tier, anti): PodSpec) -> Arc<PodInfo> {
         b = b.label("tier", APPS[(app as usize + 1) % 3]);
     }
     if let Some(t) = anti {
+        // A group's pods spread over the key they avoid each other on, too.
+        b = b.spread(TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: key(t.2).into(),
+            when_unsatisfiable: "DoNotSchedule".into(),
+            label_selector: sel(t.0, t.1),
+            ..Default::default()
+        });
         b = b.affinity(Affinity {
             pod_anti_affinity: Some(PodAffinity {
                 required_during_scheduling_ignored_during_execution: vec![term(t)],
@@ -283,7 +291,18 @@ proptest! {
         gone in prop::option::of(0usize..8),
         back in any::<bool>(),
         p in incoming(),
+        // The incoming pod takes a placed pod's namespace and terms (a group's next member).
+        copy in prop::option::of(0usize..30),
+        // The incoming pod is already on a node (it never counts against itself).
+        itself_on in prop::option::weighted(0.2, 0usize..8),
+        relabel in prop::option::weighted(0.3, (0usize..8, 0u8..4)),
     ) {
+        let mut p = p;
+        if let Some((_, (ns, _, _, Some(t)))) = copy.and_then(|c| pods.get(c)) {
+            p.base.0 = *ns;
+            p.anti = vec![*t];
+            p.spread = vec![(t.0, t.1, t.2, true)];
+        }
         let mut snap = Snapshot::default();
         for (i, (zone, rack)) in nodes.iter().enumerate() {
             let name = format!("n{i}");
@@ -325,6 +344,25 @@ proptest! {
                     snap.put(node(&name).label(HOSTNAME, &name).label("zone", "z0").info());
                 }
             }
+        }
+        if let Some(n) = itself_on.map(|n| n % nodes.len())
+            && snap.node(n).is_some()
+        {
+            let info = make_incoming(&p);
+            snap.update(n, |node| node.add_pod(info, Arc::new(vec![])));
+        }
+        // A node moved to another zone (or out of every zone), keeping its pods.
+        if let Some((n, zone)) = relabel
+            && let Some(old) = snap.node(n % nodes.len()).cloned()
+        {
+            let mut info = (*old).clone();
+            let mut obj = (*info.node).clone();
+            obj.metadata.labels.remove("zone");
+            if zone < 3 {
+                obj.metadata.labels.insert("zone".into(), format!("z{zone}"));
+            }
+            info.node = Arc::new(obj);
+            snap.put(info);
         }
         snap.anti_affinity_pods = snap
             .nodes()

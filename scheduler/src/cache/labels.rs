@@ -19,6 +19,8 @@ const ABSENT: u32 = u32::MAX;
 pub struct LabelColumn {
     ids: HashMap<String, u32>,
     of_node: Vec<u32>,
+    /// Nodes with each value id (a value no node has any more keeps its id, with 0).
+    nodes_with: Vec<u32>,
 }
 
 impl LabelColumn {
@@ -35,6 +37,11 @@ impl LabelColumn {
     /// Ids run below this.
     pub fn id_bound(&self) -> usize {
         self.ids.len()
+    }
+
+    /// Nodes that have the value of this id now.
+    pub fn nodes_with(&self, id: u32) -> u32 {
+        self.nodes_with.get(id as usize).copied().unwrap_or(0)
     }
 }
 
@@ -84,9 +91,13 @@ impl LabelIndex {
         if let Some(old) = old {
             for k in old.labels().keys() {
                 if let Some(c) = self.columns.get_mut(k)
-                    && let Some(slot) = Arc::make_mut(c).of_node.get_mut(idx)
+                    && c.of_node.get(idx).is_some_and(|&s| s != ABSENT)
                 {
-                    *slot = ABSENT;
+                    let c = Arc::make_mut(c);
+                    let id = std::mem::replace(&mut c.of_node[idx], ABSENT) as usize;
+                    if let Some(n) = c.nodes_with.get_mut(id) {
+                        *n = n.saturating_sub(1);
+                    }
                 }
             }
         }
@@ -104,6 +115,18 @@ impl LabelIndex {
                 c.of_node.resize(idx + 1, ABSENT);
             }
             c.of_node[idx] = id;
+            if c.nodes_with.len() <= id as usize {
+                c.nodes_with.resize(id as usize + 1, 0);
+            }
+            c.nodes_with[id as usize] += 1;
+        }
+    }
+
+    /// The value id node `idx` has for `key` (`None`: it lacks the key).
+    pub fn id_at(&self, key: &str, idx: usize) -> Option<u32> {
+        match self.columns.get(key)?.of_node.get(idx) {
+            Some(&ABSENT) | None => None,
+            Some(&id) => Some(id),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod pod_index;
 pub mod pod_info;
 pub mod snapshot;
+pub mod terms;
 pub mod topology;
 pub mod workload;
 

@@ -170,19 +170,6 @@ impl<'a> PlanState<'a> {
         self.visit_changed(|_| true, &mut f);
     }
 
-    /// Calls `f` with each pod whose required anti-affinity may select `pod`, with its node as
-    /// the plan sees it (a pod may come more than once). `f` still matches the terms itself.
-    pub fn for_anti_affinity_toward(
-        &self,
-        pod: &PodInfo,
-        mut f: impl FnMut(&NodeInfo, &Arc<PodInfo>),
-    ) {
-        for b in self.base.pod_index().anti_affinity_for(pod.labels()) {
-            self.visit(b, &mut f);
-        }
-        self.visit_changed(PodInfo::has_required_anti_affinity, &mut f);
-    }
-
     fn visit(&self, bucket: &Bucket, f: &mut impl FnMut(&NodeInfo, &Arc<PodInfo>)) {
         for ((_, n), p) in bucket {
             if !self.is_changed(*n)

@@ -1,7 +1,8 @@
 //! Pods on nodes by label, kept by the snapshot as nodes change: (label key, value) → the pods
-//! carrying it, each with its node; and the pods with required anti-affinity by a label key
-//! their terms need the target to carry. The inter-pod affinity and topology spread pre-filters
-//! visit only the pods a selector can match instead of every pod on every node.
+//! carrying it, each with its node; and the required anti-affinity terms and spread constraints
+//! the pods carry, with counts by topology value ([`TermIndex`]). The inter-pod affinity and
+//! topology spread pre-filters read a shared term's counts, or visit only the pods a selector
+//! can match, instead of every pod on every node.
 //!
 //! The index is a candidate set, never a verdict: callers still match namespace and selector on
 //! each pod it gives. Buckets are shared (`Arc`) so cloning a snapshot stays cheap; a change
@@ -10,10 +11,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use drover_api::core::Pod;
 use drover_api::selector::{LabelSelector, label_operator};
 
+use super::labels::LabelIndex;
 use super::pod_info::PodInfo;
+use super::terms::TermIndex;
 
 /// Pods by (pod key, node index).
 pub type Bucket = HashMap<(Arc<str>, usize), Arc<PodInfo>>;
@@ -61,61 +63,62 @@ pub fn narrow(sel: Option<&LabelSelector>) -> Narrow<'_> {
     key.map_or(Narrow::All, Narrow::Key)
 }
 
-/// Where a required anti-affinity term is indexed: by a label (key and value) or a label key
-/// every pod it selects carries, or with the terms that may select any pod.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AntiKey {
-    Any,
-    Key(Arc<str>),
-    Pair(Arc<str>, Arc<str>),
-}
-
-/// The keys a pod's required anti-affinity terms are indexed under.
-fn anti_keys(pod: &Pod) -> Vec<AntiKey> {
-    let mut keys = Vec::new();
-    for t in pod
-        .spec
-        .affinity
-        .iter()
-        .flat_map(|a| &a.pod_anti_affinity)
-        .flat_map(|a| &a.required_during_scheduling_ignored_during_execution)
-    {
-        match narrow(t.label_selector.as_ref()) {
-            Narrow::Nothing => {}
-            Narrow::Values(k, vs) => {
-                keys.extend(vs.into_iter().map(|v| AntiKey::Pair(k.into(), v.into())))
-            }
-            Narrow::Key(k) => keys.push(AntiKey::Key(k.into())),
-            Narrow::All => keys.push(AntiKey::Any),
-        }
-    }
-    keys.sort_unstable();
-    keys.dedup();
-    keys
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct PodIndex {
     /// Label key → value → pods carrying it.
     by_label: HashMap<Arc<str>, Arc<ByValue>>,
-    /// Required anti-affinity terms by what they select.
-    anti: HashMap<AntiKey, Arc<Bucket>>,
+    /// The node of each pod.
+    node_of: HashMap<Arc<str>, usize>,
+    /// Required anti-affinity terms and spread constraints, with counts by topology value.
+    terms: TermIndex,
+}
+
+/// Calls `f` with the pods (and their nodes) `by_label` holds that `sel` may select; a selector
+/// that needs no label gives nothing (the term index does not count those).
+fn scan_by_label(
+    by_label: &HashMap<Arc<str>, Arc<ByValue>>,
+    sel: &LabelSelector,
+    f: &mut dyn FnMut(&PodInfo, usize),
+) {
+    let mut visit = |b: &Bucket| b.iter().for_each(|((_, n), p)| f(p, *n));
+    match narrow(Some(sel)) {
+        Narrow::Values(k, vs) => {
+            for v in vs {
+                if let Some(b) = by_label.get(k).and_then(|m| m.get(v)) {
+                    visit(b);
+                }
+            }
+        }
+        Narrow::Key(k) => by_label
+            .get(k)
+            .iter()
+            .flat_map(|m| m.values())
+            .for_each(|b| visit(b)),
+        Narrow::Nothing | Narrow::All => {}
+    }
 }
 
 impl PodIndex {
-    pub fn add(&mut self, node: usize, pod: &Arc<PodInfo>) {
+    /// Adds pod `pod` on node `node`; `labels` gives the nodes' topology values.
+    pub fn add(&mut self, node: usize, pod: &Arc<PodInfo>, labels: &LabelIndex) {
         let id = (pod.key.clone(), node);
         for (k, v) in pod.labels() {
             let values = Arc::make_mut(self.by_label.entry(k.as_str().into()).or_default());
             Arc::make_mut(values.entry(v.as_str().into()).or_default())
                 .insert(id.clone(), pod.clone());
         }
-        for k in anti_keys(&pod.pod) {
-            Arc::make_mut(self.anti.entry(k).or_default()).insert(id.clone(), pod.clone());
-        }
+        self.node_of.insert(pod.key.clone(), node);
+        let by_label = &self.by_label;
+        self.terms
+            .add(node, pod, labels, |sel, f| scan_by_label(by_label, sel, f));
     }
 
-    pub fn remove(&mut self, node: usize, pod: &PodInfo) {
+    /// Removes pod `pod` from node `node` (`labels`: as when it was added).
+    pub fn remove(&mut self, node: usize, pod: &PodInfo, labels: &LabelIndex) {
+        self.terms.remove(node, pod, labels);
+        if self.node_of.get(&pod.key) == Some(&node) {
+            self.node_of.remove(&pod.key);
+        }
         let id = (pod.key.clone(), node);
         for (k, v) in pod.labels() {
             let Some(values) = self.by_label.get_mut(k.as_str()) else {
@@ -132,27 +135,25 @@ impl PodIndex {
                 self.by_label.remove(k.as_str());
             }
         }
-        for k in anti_keys(&pod.pod) {
-            if let Some(b) = self.anti.get_mut(&k) {
-                Arc::make_mut(b).remove(&id);
-                if b.is_empty() {
-                    self.anti.remove(&k);
-                }
-            }
-        }
     }
 
     /// Brings the index from node `idx` holding `before` to holding `after`: pods that left
     /// are dropped, pods that came are added (the same `PodInfo` is the same pod).
-    pub fn update_node(&mut self, idx: usize, before: &[Arc<PodInfo>], after: &[Arc<PodInfo>]) {
+    pub fn update_node(
+        &mut self,
+        idx: usize,
+        before: &[Arc<PodInfo>],
+        after: &[Arc<PodInfo>],
+        labels: &LabelIndex,
+    ) {
         for p in before {
             if !after.iter().any(|q| Arc::ptr_eq(p, q)) {
-                self.remove(idx, p);
+                self.remove(idx, p, labels);
             }
         }
         for p in after {
             if !before.iter().any(|q| Arc::ptr_eq(p, q)) {
-                self.add(idx, p);
+                self.add(idx, p, labels);
             }
         }
     }
@@ -170,19 +171,13 @@ impl PodIndex {
             .flat_map(|m| m.values().map(|b| &**b))
     }
 
-    /// Pods whose required anti-affinity may select a pod with these labels: those indexed
-    /// under one of its labels or label keys, and those whose terms need no label. A pod may
-    /// come more than once (once per bucket it is in).
-    pub fn anti_affinity_for<'a>(
-        &'a self,
-        labels: &'a std::collections::BTreeMap<String, String>,
-    ) -> impl Iterator<Item = &'a Bucket> + 'a {
-        let by_label = labels.iter().flat_map(|(k, v)| {
-            let k: Arc<str> = k.as_str().into();
-            [AntiKey::Pair(k.clone(), v.as_str().into()), AntiKey::Key(k)]
-        });
-        by_label
-            .chain(std::iter::once(AntiKey::Any))
-            .filter_map(|k| self.anti.get(&k).map(|b| &**b))
+    /// The node pod `key` is on.
+    pub fn node_of(&self, key: &str) -> Option<usize> {
+        self.node_of.get(key).copied()
+    }
+
+    /// The required anti-affinity terms and spread constraints of the pods, with their counts.
+    pub fn terms(&self) -> &TermIndex {
+        &self.terms
     }
 }

@@ -176,13 +176,17 @@ impl Snapshot {
         info.index = idx;
         self.index.set(idx, Some(&info));
         self.classes.set(idx, Some(&info));
-        self.labels
-            .set(idx, Some(&info), self.nodes[idx].as_deref());
-        self.pods.update_node(
-            idx,
-            &pods_of(self.nodes[idx].as_deref()),
-            &pods_of(Some(&info)),
-        );
+        let old = self.nodes[idx].take();
+        // The term counts are by the node's topology values: when its labels change, its pods
+        // leave under the old values and come back under the new ones.
+        let mut before = pods_of(old.as_deref());
+        if old.as_ref().is_some_and(|o| o.labels() != info.labels()) {
+            self.pods.update_node(idx, &before, &[], &self.labels);
+            before.clear();
+        }
+        self.labels.set(idx, Some(&info), old.as_deref());
+        self.pods
+            .update_node(idx, &before, &pods_of(Some(&info)), &self.labels);
         self.nodes[idx] = Some(Arc::new(info));
         idx
     }
@@ -196,7 +200,7 @@ impl Snapshot {
         f(Arc::make_mut(node));
         let node = self.nodes[idx].clone();
         self.pods
-            .update_node(idx, &before, &pods_of(node.as_deref()));
+            .update_node(idx, &before, &pods_of(node.as_deref()), &self.labels);
         self.index.set(idx, node.as_deref());
         self.classes.set(idx, node.as_deref());
     }
@@ -210,8 +214,10 @@ impl Snapshot {
         }
         self.index.set(idx, None);
         self.classes.set(idx, None);
+        // Pods leave under the node's topology values, before they are forgotten.
+        self.pods
+            .update_node(idx, &pods_of(old.as_deref()), &[], &self.labels);
         self.labels.set(idx, None, old.as_deref());
-        self.pods.update_node(idx, &pods_of(old.as_deref()), &[]);
         old
     }
 }

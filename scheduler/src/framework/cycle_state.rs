@@ -3,12 +3,13 @@
 //! collide on a string key and no lookup needs a downcast that can fail by typo.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 
-/// A typemap for one scheduling cycle.
+/// A typemap for one scheduling cycle. A few entries (one per plugin that keeps state), read
+/// once per node by each filter and score: a short list compared by `TypeId` costs less than
+/// hashing one per read.
 #[derive(Default)]
 pub struct CycleState {
-    map: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    map: Vec<(TypeId, Box<dyn Any + Send + Sync>)>,
 }
 
 impl std::fmt::Debug for CycleState {
@@ -24,24 +25,31 @@ impl CycleState {
         CycleState::default()
     }
 
+    fn position<T: Any>(&self) -> Option<usize> {
+        let id = TypeId::of::<T>();
+        self.map.iter().position(|(t, _)| *t == id)
+    }
+
     /// Stores a value, replacing the previous value of the same type.
     pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
-        self.map.insert(TypeId::of::<T>(), Box::new(value));
+        match self.position::<T>() {
+            Some(i) => self.map[i].1 = Box::new(value),
+            None => self.map.push((TypeId::of::<T>(), Box::new(value))),
+        }
     }
 
     pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.map.get(&TypeId::of::<T>())?.downcast_ref()
+        self.map[self.position::<T>()?].1.downcast_ref()
     }
 
     pub fn get_mut<T: Any + Send + Sync>(&mut self) -> Option<&mut T> {
-        self.map.get_mut(&TypeId::of::<T>())?.downcast_mut()
+        let i = self.position::<T>()?;
+        self.map[i].1.downcast_mut()
     }
 
     pub fn remove<T: Any + Send + Sync>(&mut self) -> Option<T> {
-        self.map
-            .remove(&TypeId::of::<T>())
-            .and_then(|b| b.downcast().ok())
-            .map(|b| *b)
+        let i = self.position::<T>()?;
+        self.map.swap_remove(i).1.downcast().ok().map(|b| *b)
     }
 }
 

@@ -2,9 +2,13 @@
 //! anti-affinity against it) filter by topology domain (`topologyKey`); preferred terms score.
 //!
 //! The pre-filter runs only when the pod has terms or some existing pod has required
-//! anti-affinity (plain pods skip it entirely), and visits only the pods the snapshot's pod index
-//! gives for each term's selector, and the pods whose anti-affinity may select this pod
-//! ([`PlanState::for_pods_selected`], [`PlanState::for_anti_affinity_toward`]).
+//! anti-affinity (plain pods skip it entirely). Required anti-affinity, both ways, reads the
+//! snapshot's term index ([`crate::cache::terms`]): where the pods a term selects run, and where
+//! the pods carrying a term that selects this pod run, counted by topology value as pods come
+//! and go, so a group anti-affine to itself costs O(values) per decision, not O(pods). Other
+//! terms visit only the pods the pod index gives for their selector
+//! ([`PlanState::for_pods_selected`]). Filter reads one flag array per topology key by the node's
+//! label value id.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +16,7 @@ use std::sync::Arc;
 use drover_api::core::{Pod, PodAffinityTerm};
 
 use crate::cache::labels::{Column, Lookup};
+use crate::cache::terms::{Counts, Side, TermKind, TermSig, plan_counts};
 use crate::cache::{NodeInfo, PlanState, PodInfo};
 use crate::framework::{
     CycleState, Filter, NodeView, Plugin, PreFilter, RegistryError, Score, Status,
@@ -119,6 +124,18 @@ impl DomainSet {
                 Some(f) => *f |= flag,
                 None => {
                     self.values.insert(v.clone(), flag);
+                }
+            }
+        }
+    }
+
+    /// Adds with `flag` the domains whose value id has a count above zero.
+    fn add_counts(&mut self, counts: &Counts<'_>, flag: u8) {
+        // Without a column no node has the key: there is no domain to add.
+        if let Some((_, by_id)) = &mut self.ids {
+            for (id, b) in by_id.iter_mut().enumerate() {
+                if counts.at(id) > 0 {
+                    *b |= flag;
                 }
             }
         }
@@ -238,6 +255,15 @@ fn required(p: &Option<drover_api::core::PodAffinity>) -> Vec<&PodAffinityTerm> 
         .unwrap_or_default()
 }
 
+/// A pod's required anti-affinity terms.
+fn required_anti(pod: &Pod) -> impl Iterator<Item = &PodAffinityTerm> {
+    pod.spec
+        .affinity
+        .iter()
+        .flat_map(|a| &a.pod_anti_affinity)
+        .flat_map(|a| &a.required_during_scheduling_ignored_during_execution)
+}
+
 fn terms(pod: &Pod) -> Terms<'_> {
     let Some(a) = &pod.spec.affinity else {
         return (vec![], vec![], vec![]);
@@ -306,13 +332,23 @@ impl PreFilter for InterPodAffinity {
                 }
             });
         }
+        let terms = cluster.snapshot().pod_index().terms();
         for t in &anti {
             let d = domain_of(&mut s.anti, &t.topology_key, cluster);
-            pods_selected(cluster, scan, t, |node, q| {
-                if q.key != pod.key && term_matches(t, ns, &q.pod) {
-                    d.add(node, OWN_ANTI);
-                }
-            });
+            // A term some pod on a node carries too (a group anti-affine to itself) is counted
+            // by the index: no pod to visit.
+            let counted = (scan == Scan::Indexed)
+                .then(|| terms.get(&TermSig::anti_affinity(t, ns)))
+                .flatten()
+                .and_then(|e| plan_counts(cluster, e, Side::Matched, &pod.key));
+            match counted {
+                Some(c) => d.add_counts(&c, OWN_ANTI),
+                None => pods_selected(cluster, scan, t, |node, q| {
+                    if q.key != pod.key && term_matches(t, ns, &q.pod) {
+                        d.add(node, OWN_ANTI);
+                    }
+                }),
+            }
         }
         for (w, t) in &preferred {
             let p = &mut s.preferred;
@@ -326,31 +362,56 @@ impl PreFilter for InterPodAffinity {
             });
         }
         let sets = &mut s.anti;
-        // The set of the last term's key: the terms of a group's pods share their key.
-        let mut last = usize::MAX;
-        let existing_anti = |node: &NodeInfo, q: &Arc<PodInfo>| {
-            if q.key == pod.key || !q.has_required_anti_affinity() {
-                return;
-            }
-            let their_anti = q
-                .pod
-                .spec
-                .affinity
-                .iter()
-                .flat_map(|a| &a.pod_anti_affinity)
-                .flat_map(|a| &a.required_during_scheduling_ignored_during_execution);
-            for t in their_anti {
-                if term_matches(t, q.namespace(), &pod.pod) {
-                    if sets.get(last).is_none_or(|d| d.key != t.topology_key) {
-                        last = key_index(sets, &t.topology_key, cluster);
+        match scan {
+            Scan::Indexed => {
+                // Every term a pod on a node carries is in the index, with where its carriers
+                // run; the plan's pods are recounted for the terms the index knows, and
+                // visited for those it does not.
+                for e in terms.selecting(pod.labels()) {
+                    if e.sig.kind != TermKind::AntiAffinity || !e.sig.selects(pod) {
+                        continue;
                     }
-                    sets[last].add(node, EXISTING_ANTI);
+                    if let Some(c) = plan_counts(cluster, e, Side::Owners, &pod.key) {
+                        domain_of(sets, &e.sig.topology_key, cluster).add_counts(&c, EXISTING_ANTI);
+                    }
+                }
+                for n in cluster.changed_nodes() {
+                    let Some(node) = cluster.node(n) else {
+                        continue;
+                    };
+                    for q in node.pods.iter().map(|s| &s.info) {
+                        if q.key == pod.key || !q.has_required_anti_affinity() {
+                            continue;
+                        }
+                        for t in required_anti(&q.pod) {
+                            if terms
+                                .get(&TermSig::anti_affinity(t, q.namespace()))
+                                .is_none()
+                                && term_matches(t, q.namespace(), &pod.pod)
+                            {
+                                domain_of(sets, &t.topology_key, cluster).add(node, EXISTING_ANTI);
+                            }
+                        }
+                    }
                 }
             }
-        };
-        match scan {
-            Scan::Indexed => cluster.for_anti_affinity_toward(pod, existing_anti),
-            Scan::EveryPod => every_pod(cluster, existing_anti),
+            Scan::EveryPod => {
+                let mut last = usize::MAX;
+                every_pod(cluster, |node, q| {
+                    if q.key == pod.key {
+                        return;
+                    }
+                    for t in required_anti(&q.pod) {
+                        if term_matches(t, q.namespace(), &pod.pod) {
+                            // The set of the last term's key: a group's terms share their key.
+                            if sets.get(last).is_none_or(|d| d.key != t.topology_key) {
+                                last = key_index(sets, &t.topology_key, cluster);
+                            }
+                            sets[last].add(node, EXISTING_ANTI);
+                        }
+                    }
+                })
+            }
         }
         s.first_of_group = !any_affinity_match && aff.iter().all(|t| term_matches(t, ns, &pod.pod));
         for d in s.affinity.iter_mut().chain(&mut s.anti) {

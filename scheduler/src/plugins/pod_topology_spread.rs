@@ -1,8 +1,10 @@
 //! PodTopologySpread: `topologySpreadConstraints`. `DoNotSchedule` constraints filter (placing
 //! the pod must keep the skew between domains within `maxSkew`); all constraints score (fewer
-//! matching pods in the node's domain is better). The pre-filter counts only the pods the
-//! snapshot's pod index gives for the constraint's selector, and reads every node's domain by
-//! label id.
+//! matching pods in the node's domain is better). A constraint that some pod on a node carries
+//! too (every pod of a spread group does) has its counts by topology value kept by the
+//! snapshot's term index ([`crate::cache::terms`]) and its domains by the label column, so the
+//! pre-filter visits no pod and no node; otherwise it counts the pods the pod index gives for
+//! the selector. Filter reads counts by the node's label value id.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use drover_api::selector::LabelSelector;
 use super::inter_pod_affinity::{Scan, every_pod};
 use super::node_affinity::node_matches;
 use crate::cache::labels::{Column, Lookup};
+use crate::cache::terms::{Side, TermSig, plan_counts};
 use crate::cache::{NodeInfo, PlanState, PodInfo};
 use crate::framework::{
     CycleState, Filter, NodeView, Plugin, PreFilter, RegistryError, Score, Status,
@@ -137,9 +140,25 @@ impl PreFilter for PodTopologySpread {
             let mut by_id: Vec<Option<i64>> =
                 vec![None; column.as_ref().map_or(0, |c| c.column.id_bound())];
             let mut counts: HashMap<String, i64> = HashMap::new();
+            // A constraint some pod on a node carries too (a group spread over zones) is
+            // counted by the index, and its domains are the values nodes have: no pod or node
+            // to visit.
+            let indexed = (self.scan == Scan::Indexed && any_node)
+                .then(|| TermSig::spread(c, pod.namespace()))
+                .flatten()
+                .and_then(|sig| cluster.snapshot().pod_index().terms().get(&sig))
+                .and_then(|e| plan_counts(cluster, e, Side::Matched, &pod.key));
+            if let (Some(n), Some(col)) = (&indexed, &column) {
+                for (id, d) in by_id.iter_mut().enumerate() {
+                    if col.column.nodes_with(id as u32) > 0 {
+                        *d = Some(n.at(id));
+                    }
+                }
+            }
             // Every eligible node's domain counts, matching pods or not (the minimum is over
             // domains); then each matching pod counts in its node's domain.
-            for (_, node) in cluster.nodes() {
+            let nodes = cluster.nodes().filter(|_| indexed.is_none());
+            for (_, node) in nodes {
                 match domain_of(node, any_node, column.as_ref(), &c.topology_key, pod) {
                     Some(Ok(id)) => {
                         by_id[id as usize].get_or_insert(0);
@@ -161,6 +180,7 @@ impl PreFilter for PodTopologySpread {
                 }
             };
             match self.scan {
+                Scan::Indexed if indexed.is_some() => {}
                 Scan::Indexed if c.label_selector.is_some() => {
                     cluster.for_pods_selected(c.label_selector.as_ref(), count)
                 }
