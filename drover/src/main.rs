@@ -5,6 +5,11 @@
 
 mod cmd;
 
+/// mimalloc instead of glibc's malloc: the API server's create path spent about a fifth of its
+/// CPU in glibc's allocator (arena locks, consolidation) under 64 concurrent clients.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
