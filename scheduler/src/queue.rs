@@ -5,7 +5,7 @@
 //! Time is `tokio::time::Instant`, so tests drive backoff with tokio's paused clock.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,6 +99,10 @@ pub struct SchedulingQueue {
     entries: HashMap<UnitKey, Entry>,
     active: BinaryHeap<Ready>,
     backoff: BTreeMap<(Instant, u64), UnitKey>,
+    /// Unschedulable units a pod placed elsewhere may let in (refused by pod affinity or
+    /// topology spread): woken by [`SchedulingQueue::on_pod_placed`] as well as by any
+    /// cluster change. Entries no longer unschedulable are skipped when woken.
+    on_pods: HashSet<UnitKey>,
     seq: u64,
 }
 
@@ -155,6 +159,7 @@ impl SchedulingQueue {
 
     /// Forgets a unit (scheduled, deleted).
     pub fn remove(&mut self, key: &UnitKey) {
+        self.on_pods.remove(key);
         if let Some(e) = self.entries.remove(key)
             && let Place::Backoff(t) = e.place
         {
@@ -220,8 +225,31 @@ impl SchedulingQueue {
 
     /// After "does not fit": wait for a cluster change (or the periodic flush).
     pub fn unschedulable(&mut self, key: &UnitKey, now: Instant) {
+        self.on_pods.remove(key);
         if let Some(e) = self.entries.get_mut(key) {
             e.place = Place::Unschedulable(now);
+        }
+    }
+
+    /// After "does not fit" where a pod placed elsewhere may change the answer (the pod's
+    /// affinity peers or its spread domains fill up): like [`SchedulingQueue::unschedulable`],
+    /// and woken by [`SchedulingQueue::on_pod_placed`] too (Kubernetes' queueing hint for
+    /// assigned pods on InterPodAffinity and PodTopologySpread).
+    pub fn unschedulable_until_pod_placed(&mut self, key: &UnitKey, now: Instant) {
+        if self.entries.contains_key(key) {
+            self.unschedulable(key, now);
+            self.on_pods.insert(key.clone());
+        }
+    }
+
+    /// A pod was placed (assumed or seen bound): units that wait on pods retry, after their
+    /// backoff. Each is woken once per failure, so a stream of placements costs nothing more.
+    pub fn on_pod_placed(&mut self, now: Instant) {
+        if self.on_pods.is_empty() {
+            return;
+        }
+        for k in std::mem::take(&mut self.on_pods) {
+            self.wake(&k, now);
         }
     }
 
@@ -235,8 +263,8 @@ impl SchedulingQueue {
         }
     }
 
-    /// A cluster change (node added or changed, pod deleted or finished): unschedulable units
-    /// retry, after their backoff.
+    /// A cluster change (node added, changed or deleted, pod deleted or finished, a placement
+    /// undone): unschedulable units retry, after their backoff.
     pub fn on_cluster_change(&mut self, now: Instant) {
         let keys: Vec<UnitKey> = self
             .entries
@@ -332,6 +360,33 @@ mod tests {
         q.unschedulable(&g, now);
         q.wake(&g, now + Duration::from_millis(10));
         assert_eq!(q.pop(now + Duration::from_millis(10)), None);
+    }
+
+    #[test]
+    fn a_pod_placed_wakes_only_units_waiting_on_pods() {
+        let mut q = SchedulingQueue::new(QueueConfig::default());
+        let now = Instant::now();
+        let (spread, anti) = (pod("spread"), pod("anti"));
+        q.add(spread.clone(), 0, 0);
+        q.add(anti.clone(), 0, 1);
+        assert_eq!(q.pop(now), Some(spread.clone()));
+        assert_eq!(q.pop(now), Some(anti.clone()));
+        q.unschedulable_until_pod_placed(&spread, now);
+        q.unschedulable(&anti, now);
+        let later = now + DEFAULT_INITIAL_BACKOFF;
+        q.on_pod_placed(later);
+        assert_eq!(q.pop(later), Some(spread.clone()), "spread retries");
+        assert_eq!(q.pop(later), None, "anti waits for a cluster change");
+        // Woken once per failure: a second placement finds nothing to wake.
+        q.on_pod_placed(later);
+        assert_eq!(q.pop(later), None);
+        // A cluster change wakes both kinds.
+        q.unschedulable_until_pod_placed(&spread, later);
+        let later = later + 4 * DEFAULT_INITIAL_BACKOFF;
+        q.on_cluster_change(later);
+        let mut woken: Vec<UnitKey> = std::iter::from_fn(|| q.pop(later)).collect();
+        woken.sort();
+        assert_eq!(woken, vec![anti, spread]);
     }
 
     /// Time is passed in explicitly, so the test never sleeps.

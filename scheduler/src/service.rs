@@ -41,6 +41,12 @@ pub const DEFAULT_BIND_CONCURRENCY: usize = 256;
 pub const DEFAULT_UNITS_PER_ROUND: usize = 256;
 /// How often the loop flushes unschedulable units and expires assumptions.
 pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+/// Refusals a pod placed elsewhere may lift: the pod's affinity peers arrive, or its spread
+/// domains' minimum rises.
+const WAITS_ON_PODS: [&str; 2] = [
+    crate::plugins::inter_pod_affinity::AFFINITY_REASON,
+    crate::plugins::pod_topology_spread::REASON,
+];
 
 /// Settings of the scheduler service.
 #[derive(Clone)]
@@ -293,7 +299,11 @@ impl State {
                 self.cache.upsert_node(n);
                 self.queue.on_cluster_change(now);
             }
-            Event::NodeDeleted(n) => self.cache.remove_node(&n.metadata.name),
+            Event::NodeDeleted(n) => {
+                self.cache.remove_node(&n.metadata.name);
+                // A spread domain may be gone.
+                self.queue.on_cluster_change(now);
+            }
             Event::Group(g) => {
                 let key: Arc<str> = format!("{}/{}", g.metadata.namespace, g.metadata.name).into();
                 self.groups.insert(key.clone(), g);
@@ -326,6 +336,7 @@ impl State {
             self.drop_pending(&key);
             let info = Arc::new(self.resolve(&pod));
             self.cache.add_bound_pod(info);
+            self.queue.on_pod_placed(now);
             return;
         }
         if pod.metadata.deletion_timestamp.is_some()
@@ -379,7 +390,11 @@ impl State {
     fn tick(&mut self) {
         let now = Instant::now();
         self.queue.flush(now);
-        for key in self.cache.expire_assumed(now) {
+        let expired = self.cache.expire_assumed(now);
+        if !expired.is_empty() {
+            self.queue.on_cluster_change(now);
+        }
+        for key in expired {
             if let Some(info) = self.pending.get(&key) {
                 self.queue
                     .add(Self::unit_of(info), info.priority, created_ms(&info.pod));
@@ -550,6 +565,7 @@ impl State {
         self.preempting.remove(unit);
         self.binds_left
             .insert(unit.clone(), (placements.len(), true));
+        self.queue.on_pod_placed(Instant::now());
         for (pod, placement) in placements {
             self.cache.assume(pod.clone(), &placement);
             self.reported.remove(&pod.key);
@@ -601,8 +617,9 @@ impl State {
         if r.ok {
             self.cache.finish_binding(&r.pod, now);
         } else {
-            // Unreserve: the placement is no longer counted.
+            // Unreserve: the placement is no longer counted, which may let others in.
             self.cache.forget(&r.pod);
+            self.queue.on_cluster_change(now);
         }
         let Some(left) = self.binds_left.get_mut(&r.unit) else {
             return;
@@ -649,6 +666,12 @@ impl State {
         }
         if preempted {
             self.queue.backoff(unit, now);
+        } else if d
+            .reasons
+            .keys()
+            .any(|r| WAITS_ON_PODS.contains(&r.as_str()))
+        {
+            self.queue.unschedulable_until_pod_placed(unit, now);
         } else {
             self.queue.unschedulable(unit, now);
         }
