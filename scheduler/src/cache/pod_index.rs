@@ -67,8 +67,8 @@ pub fn narrow(sel: Option<&LabelSelector>) -> Narrow<'_> {
 pub struct PodIndex {
     /// Label key → value → pods carrying it.
     by_label: HashMap<Arc<str>, Arc<ByValue>>,
-    /// The node of each pod.
-    node_of: HashMap<Arc<str>, usize>,
+    /// The node of each pod (shared like the buckets: a snapshot clone copies no pod).
+    node_of: Arc<HashMap<Arc<str>, usize>>,
     /// Required anti-affinity terms and spread constraints, with counts by topology value.
     terms: TermIndex,
 }
@@ -107,7 +107,7 @@ impl PodIndex {
             Arc::make_mut(values.entry(v.as_str().into()).or_default())
                 .insert(id.clone(), pod.clone());
         }
-        self.node_of.insert(pod.key.clone(), node);
+        Arc::make_mut(&mut self.node_of).insert(pod.key.clone(), node);
         let by_label = &self.by_label;
         self.terms
             .add(node, pod, labels, |sel, f| scan_by_label(by_label, sel, f));
@@ -117,7 +117,7 @@ impl PodIndex {
     pub fn remove(&mut self, node: usize, pod: &PodInfo, labels: &LabelIndex) {
         self.terms.remove(node, pod, labels);
         if self.node_of.get(&pod.key) == Some(&node) {
-            self.node_of.remove(&pod.key);
+            Arc::make_mut(&mut self.node_of).remove(&pod.key);
         }
         let id = (pod.key.clone(), node);
         for (k, v) in pod.labels() {
