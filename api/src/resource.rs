@@ -13,7 +13,7 @@ use crate::meta::ObjectMeta;
 
 /// A kind of object stored by the API server.
 pub trait Resource:
-    Serialize + DeserializeOwned + Clone + Debug + Default + Send + Sync + 'static
+    Serialize + DeserializeOwned + Clone + Debug + Default + PartialEq + Send + Sync + 'static
 {
     /// API group: `""` for the core group, `batch`, `scheduling.x-k8s.io`, ...
     const GROUP: &'static str;

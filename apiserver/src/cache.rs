@@ -10,9 +10,14 @@
 //!
 //! Writers wait until the cache has applied their revision before they answer, so a client
 //! always reads its own writes, and a watcher has the event before the writer's acknowledgement.
+//!
+//! A writer also leaves the typed object it encoded with the cache ([`WatchCache::expect`]), so
+//! applying its change (on the one task that follows the feed, in revision order) decodes
+//! nothing: the change's stored JSON is compared with the writer's and the typed object reused.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use drover_api::Status;
@@ -64,6 +69,33 @@ impl EventType {
             EventType::Added => "ADDED",
             EventType::Modified => "MODIFIED",
             EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// A write announced with [`WatchCache::expect`]; dropping it withdraws the announcement.
+pub struct ExpectedWrite {
+    expected: Arc<Mutex<Expected>>,
+    key: Bytes,
+    id: u64,
+}
+
+impl std::fmt::Debug for ExpectedWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExpectedWrite")
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ExpectedWrite {
+    fn drop(&mut self) {
+        let mut expected = self.expected.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(writes) = expected.get_mut(&self.key) {
+            writes.retain(|w| w.0 != self.id);
+            if writes.is_empty() {
+                expected.remove(&self.key);
+            }
         }
     }
 }
@@ -149,11 +181,16 @@ struct State {
     closed: bool,
 }
 
+/// Objects being written through this server, by store key: `(id, stored JSON, typed value)`.
+type Expected = HashMap<Bytes, Vec<(u64, Bytes, Arc<dyn ErasedObject>)>>;
+
 /// The API server's in-memory copy of the store.
 #[derive(Clone)]
 pub struct WatchCache {
-    // Lock order: `state` only; never held across an await.
+    // Locks: `state` or `expected`, never both, never held across an await.
     state: Arc<RwLock<State>>,
+    expected: Arc<Mutex<Expected>>,
+    next_expected: Arc<AtomicU64>,
     applied: watch::Sender<u64>,
     kinds: Kinds,
     history_cap: usize,
@@ -185,11 +222,43 @@ impl WatchCache {
                 next_watcher: 1,
                 closed: false,
             })),
+            expected: Arc::default(),
+            next_expected: Arc::default(),
             applied: watch::Sender::new(0),
             kinds,
             history_cap,
             watch_queue,
         }
+    }
+
+    /// Announces a write of `value` (the typed `object` encoded) under `key`: until the returned
+    /// guard drops, a change that stores exactly `value` under `key` is cached as `object`
+    /// instead of being decoded again. Keep the guard until the write's revision is applied.
+    pub fn expect(&self, key: Bytes, value: Bytes, object: Arc<dyn ErasedObject>) -> ExpectedWrite {
+        let id = self.next_expected.fetch_add(1, Ordering::Relaxed);
+        self.lock_expected()
+            .entry(key.clone())
+            .or_default()
+            .push((id, value, object));
+        ExpectedWrite {
+            expected: self.expected.clone(),
+            key,
+            id,
+        }
+    }
+
+    fn lock_expected(&self) -> std::sync::MutexGuard<'_, Expected> {
+        self.expected.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The typed object a writer announced for exactly this key and stored JSON.
+    fn expected_object(&self, kv: &KeyValue) -> Option<Arc<dyn ErasedObject>> {
+        let expected = self.lock_expected();
+        let writes = expected.get(&kv.key)?;
+        writes
+            .iter()
+            .find(|(_, value, _)| *value == kv.value)
+            .map(|(_, _, object)| object.clone())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -210,7 +279,10 @@ impl WatchCache {
         })?;
         // The typed object keeps an empty resourceVersion: the version is `CachedObject::rv`, and
         // the JSON clients see carries it.
-        let object = ops.decode(&kv.value)?;
+        let object = match self.expected_object(kv) {
+            Some(object) => object,
+            None => ops.decode(&kv.value)?,
+        };
         let json = crate::kinds::render_with_rv(&**ops, &kv.value, rev)?;
         Ok(Arc::new(CachedObject {
             kind: ops.id().clone(),
@@ -460,4 +532,101 @@ impl WatchCache {
 /// The identifier the cache uses for a kind.
 pub fn kind_id(group: &str, plural: &str) -> Arc<str> {
     Arc::from(format!("{group}/{plural}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_api::Resource;
+    use drover_api::core::Pod;
+
+    use super::*;
+    use crate::storage::Change;
+
+    fn put(key: &Bytes, value: &Bytes, rev: u64) -> ChangeBatch {
+        ChangeBatch {
+            revision: rev,
+            changes: vec![Change {
+                kind: ChangeKind::Put,
+                kv: KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision: rev,
+                    mod_revision: rev,
+                },
+                prev: None,
+            }],
+        }
+    }
+
+    fn pod(name: &str, image: &str) -> (Bytes, Bytes, Arc<dyn ErasedObject>) {
+        let mut p = Pod::default();
+        p.metadata.namespace = "default".into();
+        p.metadata.name = name.into();
+        p.spec.containers = vec![drover_api::core::Container {
+            name: "main".into(),
+            image: image.into(),
+            ..Default::default()
+        }];
+        p.set_type_meta();
+        let key = crate::keys::object_key(&Pod::info(), "default", name);
+        let value = Bytes::from(serde_json::to_vec(&p).unwrap());
+        (Bytes::from(key), value, Arc::new(p))
+    }
+
+    fn cached(cache: &WatchCache, name: &str) -> Arc<CachedObject> {
+        cache
+            .get(&kind_id(Pod::GROUP, Pod::PLURAL), "default", name)
+            .expect("cached")
+    }
+
+    #[test]
+    fn an_announced_write_is_cached_as_its_typed_object_without_decoding() {
+        let cache = WatchCache::new(Kinds::new(), 100, 100);
+        let (key, value, object) = pod("a", "img:1");
+        let guard = cache.expect(key.clone(), value.clone(), object.clone());
+        cache.apply(&put(&key, &value, 1));
+        let got = cached(&cache, "a");
+        assert!(
+            Arc::ptr_eq(&got.object, &object),
+            "the announced object is reused"
+        );
+        assert_eq!(got.rv, 1);
+        assert!(
+            std::str::from_utf8(&got.json)
+                .unwrap()
+                .contains("\"resourceVersion\":\"1\"")
+        );
+
+        // Another value under the same key (someone else's write) is decoded, not mistaken for
+        // the announced one.
+        let (_, other, _) = pod("a", "img:2");
+        cache.apply(&put(&key, &other, 2));
+        let got = cached(&cache, "a");
+        assert!(!Arc::ptr_eq(&got.object, &object));
+        let p: &Pod = got.object.as_any().downcast_ref().unwrap();
+        assert_eq!(p.spec.containers[0].image, "img:2");
+
+        // Once the guard drops, the announcement is gone: nothing is kept per write.
+        drop(guard);
+        cache.apply(&put(&key, &value, 3));
+        assert!(!Arc::ptr_eq(&cached(&cache, "a").object, &object));
+        assert!(cache.lock_expected().is_empty());
+    }
+
+    #[test]
+    fn two_announced_writes_of_one_key_each_find_their_own_object() {
+        let cache = WatchCache::new(Kinds::new(), 100, 100);
+        let (key, v1, o1) = pod("b", "img:1");
+        let (_, v2, o2) = pod("b", "img:2");
+        let g1 = cache.expect(key.clone(), v1.clone(), o1.clone());
+        let g2 = cache.expect(key.clone(), v2.clone(), o2.clone());
+        cache.apply(&put(&key, &v2, 1));
+        assert!(Arc::ptr_eq(&cached(&cache, "b").object, &o2));
+        cache.apply(&put(&key, &v1, 2));
+        assert!(Arc::ptr_eq(&cached(&cache, "b").object, &o1));
+        drop(g1);
+        assert_eq!(cache.lock_expected().get(&key).map(Vec::len), Some(1));
+        drop(g2);
+        assert!(cache.lock_expected().is_empty());
+    }
 }

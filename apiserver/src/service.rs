@@ -212,13 +212,17 @@ impl ApiService {
     ) -> Result<Result<Bytes, ()>, Status> {
         let key = keys::object_key(&r.info, &p.namespace, &p.name);
         let key = Bytes::from(key);
-        let op = if p.finalize_delete {
-            Op::Delete { key: key.clone() }
+        let (op, _expected) = if p.finalize_delete {
+            (Op::Delete { key: key.clone() }, None)
         } else {
-            Op::Put {
+            let expected = self
+                .cache
+                .expect(key.clone(), p.value.clone(), p.object.clone());
+            let op = Op::Put {
                 key: key.clone(),
                 value: p.value.clone(),
-            }
+            };
+            (op, Some(expected))
         };
         let res = self
             .store
@@ -640,14 +644,7 @@ impl ApiService {
             }
         })?;
         // Binding changes spec fields a plain update may not: store the pod as bound.
-        new.meta_mut().resource_version.clear();
-        let value = serde_json::to_vec(&new).map_err(|e| Status::internal(e.to_string()))?;
-        let p = Prepared {
-            namespace: new.meta().namespace.clone(),
-            name: new.meta().name.clone(),
-            value: value.into(),
-            finalize_delete: false,
-        };
+        let p = crate::write::encode(new, false)?;
         self.put(r, &p, old.rv).await?.map_err(|()| {
             Status::conflict(
                 "pods",

@@ -2,21 +2,34 @@
 //! validation and the server-managed metadata (Kubernetes' "REST strategies"). Generic over the
 //! kind; the service reaches it through [`crate::kinds::KindOps`].
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use drover_api::{Resource, Status, Time};
 
 use crate::cache::CachedObject;
-use crate::kinds::{decode_typed, downcast};
+use crate::kinds::{ErasedObject, decode_typed, downcast};
 
 /// An object ready to be stored.
-#[derive(Debug)]
 pub struct Prepared {
     pub namespace: String,
     pub name: String,
     /// JSON without `resourceVersion` (the store's revision is the version).
     pub value: Bytes,
+    /// The typed object `value` encodes, so the watch cache need not decode it again.
+    pub object: Arc<dyn ErasedObject>,
     /// The write removed the last finalizer of an object marked for deletion: delete it.
     pub finalize_delete: bool,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("finalize_delete", &self.finalize_delete)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Finalizer the garbage collector removes after deleting dependents (foreground deletion).
@@ -62,19 +75,29 @@ fn check_namespace<T: Resource>(obj: &mut T, namespace: &str) -> Result<(), Stat
     Ok(())
 }
 
-fn encode<T: Resource>(obj: &mut T, finalize_delete: bool) -> Result<Prepared, Status> {
+/// Encodes an object for the store. The typed object travels with its JSON to the watch cache,
+/// which must hold exactly what decoding the stored JSON gives (as after a restart): debug builds
+/// check that the two agree on every write.
+pub fn encode<T: Resource>(mut obj: T, finalize_delete: bool) -> Result<Prepared, Status> {
     obj.set_type_meta();
     let meta = obj.meta_mut();
     meta.resource_version.clear();
     meta.managed_fields = None;
-    let value = serde_json::to_vec(obj)
+    let value = serde_json::to_vec(&obj)
         .map_err(|e| Status::internal(format!("cannot encode {}: {e}", T::KIND)))?;
+    debug_assert_eq!(
+        serde_json::from_slice::<T>(&value).ok().as_ref(),
+        Some(&obj),
+        "{} does not survive a JSON round trip: the watch cache would differ from the store",
+        T::KIND
+    );
     let meta = obj.meta();
     Ok(Prepared {
         namespace: meta.namespace.clone(),
         name: meta.name.clone(),
         value: Bytes::from(value),
         finalize_delete,
+        object: Arc::new(obj),
     })
 }
 
@@ -113,7 +136,7 @@ pub fn prepare_create<T: Resource>(
     obj.default_fields();
     obj.validate()
         .map_err(|e| Status::invalid(T::KIND, &obj.meta().name, &e))?;
-    encode(&mut obj, false)
+    encode(obj, false)
 }
 
 /// How an update treats the object's status.
@@ -186,7 +209,7 @@ pub fn prepare_update<T: Resource>(
     new.validate_update(old_t)
         .map_err(|e| Status::invalid(T::KIND, name, &e))?;
     let finalize = new.meta().deletion_timestamp.is_some() && new.meta().finalizers.is_empty();
-    encode(&mut new, finalize)
+    encode(new, finalize)
 }
 
 /// Whether deleting `old` only marks it (finalizers remain, or a pod still runs on a node and
@@ -236,5 +259,5 @@ pub fn prepare_mark_deleted<T: Resource>(
     {
         meta.finalizers.push(f.to_string());
     }
-    encode(&mut obj, false)
+    encode(obj, false)
 }
