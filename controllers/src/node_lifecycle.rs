@@ -203,13 +203,11 @@ impl NodeLifecycle {
         match self.client.all::<Node>().update(&n).await {
             Ok(_) => {
                 tracing::info!(node = %node.metadata.name, "node reachable again; taint removed");
-                self.events
-                    .normal(
-                        node,
-                        reason::NODE_READY,
-                        format!("Node {} is reachable again", node.metadata.name),
-                    )
-                    .await;
+                self.events.normal(
+                    node,
+                    reason::NODE_READY,
+                    format!("Node {} is reachable again", node.metadata.name),
+                );
                 Ok(())
             }
             Err(e) if e.is_conflict() || e.is_not_found() => Ok(()),
@@ -313,12 +311,11 @@ impl NodeLifecycle {
             Err(e) => return Err(Self::err(node)(e)),
         }
         tracing::warn!(node = %node.metadata.name, "node unreachable; tainted");
-        self.events
-            .warning(node, reason::NODE_UNREACHABLE, format!(
-                "Node {} stopped renewing its lease for {:?}; marked Ready=Unknown and tainted {UNREACHABLE_TAINT}:NoExecute",
-                node.metadata.name, self.cfg.node_monitor_grace_period
-            ))
-            .await;
+        let message = format!(
+            "Node {} stopped renewing its lease for {:?}; marked Ready=Unknown and tainted {UNREACHABLE_TAINT}:NoExecute",
+            node.metadata.name, self.cfg.node_monitor_grace_period
+        );
+        self.events.warning(node, reason::NODE_UNREACHABLE, message);
         Ok(())
     }
 
@@ -334,7 +331,7 @@ impl NodeLifecycle {
                 return;
             }
         }
-        self.events.warning(pod, why, message).await;
+        self.events.warning(pod, why, message);
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             precondition_uid: Some(pod.metadata.uid.clone()),

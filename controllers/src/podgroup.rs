@@ -165,12 +165,12 @@ impl Reconciler for PodGroupController {
             }
         }
         if changed_phase {
+            let message = format!(
+                "phase {phase}: {scheduled} scheduled, {running} running, {succeeded} succeeded, {failed} failed (minMember {})",
+                pg.spec.min_member
+            );
             self.events
-                .normal(&updated, reason::POD_GROUP_PHASE, format!(
-                    "phase {phase}: {scheduled} scheduled, {running} running, {succeeded} succeeded, {failed} failed (minMember {})",
-                    pg.spec.min_member
-                ))
-                .await;
+                .normal(&updated, reason::POD_GROUP_PHASE, message);
         }
         Ok(Action::AwaitChange)
     }

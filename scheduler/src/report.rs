@@ -1,17 +1,14 @@
 //! What the scheduler tells people: pod conditions (`PodScheduled`, `DisruptionTarget`), the
 //! nominated node, PodGroup status, and Events (`Scheduled`, `FailedScheduling`, `Preempted`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use drover_api::client::events::{Recorder, RecorderOptions};
 use drover_api::client::{Client, ClientError, DeleteParams};
-use drover_api::core::{Event, EventSource, Pod, event_type};
-use drover_api::meta::{Condition, ObjectMeta, ObjectReference, set_condition};
+use drover_api::core::{Pod, event_type};
+use drover_api::meta::{Condition, ObjectReference, set_condition};
 use drover_api::scheduling::PodGroup;
 
 /// The component name on events.
 pub const COMPONENT: &str = "drover-scheduler";
-
-static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn reference_to_pod(pod: &Pod) -> ObjectReference {
     ObjectReference {
@@ -24,43 +21,16 @@ fn reference_to_pod(pod: &Pod) -> ObjectReference {
     }
 }
 
+/// The scheduler's event recorder: events are written in the background and best-effort (see
+/// [`drover_api::client::events`]), so a binding never waits for its `Scheduled` event and an
+/// overloaded API server sheds events before bindings. Must be made inside a tokio runtime.
+pub fn recorder(client: &Client) -> Recorder {
+    Recorder::new(client.clone(), RecorderOptions::new(COMPONENT, ""))
+}
+
 /// Records an event about `involved`.
-pub async fn event(
-    client: &Client,
-    involved: ObjectReference,
-    type_: &str,
-    reason: &str,
-    message: &str,
-) -> Result<(), ClientError> {
-    let now = chrono::Utc::now();
-    let seq = EVENT_SEQ.fetch_add(1, Ordering::Relaxed);
-    let name = format!(
-        "{}.{:x}{:04x}",
-        involved.name,
-        now.timestamp_nanos_opt().unwrap_or_default(),
-        seq & 0xffff
-    );
-    let ev = Event {
-        metadata: ObjectMeta::named(involved.namespace.clone(), name),
-        involved_object: involved.clone(),
-        reason: reason.into(),
-        message: message.into(),
-        source: Some(EventSource {
-            component: COMPONENT.into(),
-            host: String::new(),
-        }),
-        first_timestamp: Some(now),
-        last_timestamp: Some(now),
-        count: 1,
-        type_: type_.into(),
-        reporting_component: COMPONENT.into(),
-        ..Default::default()
-    };
-    client
-        .namespaced::<Event>(&involved.namespace)
-        .create(&ev)
-        .await
-        .map(|_| ())
+fn event(events: &Recorder, involved: ObjectReference, type_: &str, reason: &str, message: &str) {
+    events.record(chrono::Utc::now(), involved, type_, reason, message);
 }
 
 /// Sets a condition (and optionally the nominated node) on a pod's status.
@@ -84,7 +54,12 @@ pub async fn pod_condition(
 }
 
 /// `PodScheduled=False`, reason `Unschedulable`, and a `FailedScheduling` warning.
-pub async fn unschedulable(client: &Client, pod: &Pod, message: &str) -> Result<(), ClientError> {
+pub async fn unschedulable(
+    client: &Client,
+    events: &Recorder,
+    pod: &Pod,
+    message: &str,
+) -> Result<(), ClientError> {
     let cond = Condition {
         type_: "PodScheduled".into(),
         status: "False".into(),
@@ -94,29 +69,33 @@ pub async fn unschedulable(client: &Client, pod: &Pod, message: &str) -> Result<
     };
     pod_condition(client, pod, cond, None).await?;
     event(
-        client,
+        events,
         reference_to_pod(pod),
         event_type::WARNING,
         "FailedScheduling",
         message,
-    )
-    .await
+    );
+    Ok(())
 }
 
 /// The `Scheduled` event.
-pub async fn scheduled(client: &Client, pod: &Pod, message: &str) -> Result<(), ClientError> {
+pub fn scheduled(events: &Recorder, pod: &Pod, message: &str) {
     event(
-        client,
+        events,
         reference_to_pod(pod),
         event_type::NORMAL,
         "Scheduled",
         message,
-    )
-    .await
+    );
 }
 
 /// Tells a victim why, then deletes it.
-pub async fn preempt(client: &Client, victim: &Pod, by: &str) -> Result<(), ClientError> {
+pub async fn preempt(
+    client: &Client,
+    events: &Recorder,
+    victim: &Pod,
+    by: &str,
+) -> Result<(), ClientError> {
     let message = format!("preempted by {by}");
     let cond = Condition {
         type_: "DisruptionTarget".into(),
@@ -127,13 +106,12 @@ pub async fn preempt(client: &Client, victim: &Pod, by: &str) -> Result<(), Clie
     };
     pod_condition(client, victim, cond, None).await?;
     event(
-        client,
+        events,
         reference_to_pod(victim),
         event_type::NORMAL,
         "Preempted",
         &message,
-    )
-    .await?;
+    );
     match client
         .namespaced::<Pod>(&victim.metadata.namespace)
         .delete(&victim.metadata.name, &DeleteParams::default())
@@ -191,13 +169,13 @@ pub async fn pod_group_status(
 }
 
 /// An event about a PodGroup.
-pub async fn pod_group_event(
-    client: &Client,
+pub fn pod_group_event(
+    events: &Recorder,
     group: &PodGroup,
     type_: &str,
     reason: &str,
     message: &str,
-) -> Result<(), ClientError> {
+) {
     let r = ObjectReference {
         api_version: "scheduling.x-k8s.io/v1alpha1".into(),
         kind: "PodGroup".into(),
@@ -206,5 +184,5 @@ pub async fn pod_group_event(
         uid: group.metadata.uid.clone(),
         ..Default::default()
     };
-    event(client, r, type_, reason, message).await
+    event(events, r, type_, reason, message);
 }

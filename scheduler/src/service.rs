@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use drover_api::client::events::Recorder;
 use drover_api::client::informer::{Change, Informer};
 use drover_api::client::{Client, ClientError, ListParams};
 use drover_api::core::{Node, Pod, preemption_policy};
@@ -189,6 +190,7 @@ pub async fn run(
         binder: Arc::new(DefaultBinder),
         bind_slots: Arc::new(Semaphore::new(config.bind_concurrency.max(1))),
         bind_tx,
+        events: report::recorder(&client),
         client,
         config,
     };
@@ -245,6 +247,8 @@ struct State {
     bind_slots: Arc<Semaphore>,
     bind_tx: mpsc::Sender<BindResult>,
     client: Client,
+    /// Events, written in the background (never on a binding's path).
+    events: Recorder,
     config: SchedulerConfig,
 }
 
@@ -543,17 +547,16 @@ impl State {
                     } else {
                         "Unschedulable"
                     };
+                    report::pod_group_event(
+                        &self.events,
+                        &group,
+                        "Warning",
+                        "FailedScheduling",
+                        &msg,
+                    );
                     tokio::spawn(async move {
                         let _ =
                             report::pod_group_status(&client, &group, false, reason, &msg).await;
-                        let _ = report::pod_group_event(
-                            &client,
-                            &group,
-                            "Warning",
-                            "FailedScheduling",
-                            &msg,
-                        )
-                        .await;
                     });
                 }
                 self.failed(unit, members, d, now);
@@ -569,8 +572,9 @@ impl State {
         for (pod, placement) in placements {
             self.cache.assume(pod.clone(), &placement);
             self.reported.remove(&pod.key);
-            let (client, binder, slots, tx, unit) = (
+            let (client, events, binder, slots, tx, unit) = (
                 self.client.clone(),
+                self.events.clone(),
                 self.binder.clone(),
                 self.bind_slots.clone(),
                 self.bind_tx.clone(),
@@ -593,7 +597,7 @@ impl State {
                         if !ids.is_empty() {
                             msg.push_str(&format!(" (devices {})", ids.join(",")));
                         }
-                        let _ = report::scheduled(&client, &pod.pod, &msg).await;
+                        report::scheduled(&events, &pod.pod, &msg);
                         true
                     }
                     Err(e) => {
@@ -657,9 +661,10 @@ impl State {
                 continue;
             }
             self.reported.insert(p.key.clone(), message.clone());
-            let (client, pod, msg) = (self.client.clone(), p.pod.clone(), message.clone());
+            let (client, events) = (self.client.clone(), self.events.clone());
+            let (pod, msg) = (p.pod.clone(), message.clone());
             tokio::spawn(async move {
-                if let Err(e) = report::unschedulable(&client, &pod, &msg).await {
+                if let Err(e) = report::unschedulable(&client, &events, &pod, &msg).await {
                     debug!(error = %e, "cannot report why the pod is pending");
                 }
             });
@@ -728,9 +733,9 @@ impl State {
         );
         let by = unit.to_string();
         for v in plan.victims {
-            let (client, by) = (self.client.clone(), by.clone());
+            let (client, events, by) = (self.client.clone(), self.events.clone(), by.clone());
             tokio::spawn(async move {
-                if let Err(e) = report::preempt(&client, &v.pod, &by).await {
+                if let Err(e) = report::preempt(&client, &events, &v.pod, &by).await {
                     warn!(pod = %v.key, error = %e, "cannot preempt");
                 }
             });

@@ -5,6 +5,7 @@
 //! [`informer`] keeps a local cache of a kind up to date through list + watch.
 
 pub mod config;
+pub mod events;
 pub mod informer;
 mod typed;
 

@@ -223,17 +223,15 @@ pub async fn reconcile(
     }
     // Committed. Act on pods.
     if let Some(msg) = restarted {
-        c.events.warning(job, reason::GANG_RESTARTED, msg).await;
+        c.events.warning(job, reason::GANG_RESTARTED, msg);
     }
     if let Some((why, msg)) = end {
-        c.events.warning(job, why, msg).await;
+        c.events.warning(job, why, msg);
         return Ok(Action::RequeueAfter(Duration::ZERO));
     }
     if matches!(verdict, Verdict::Restart(_) | Verdict::Complete) {
         if verdict == Verdict::Complete {
-            c.events
-                .normal(job, reason::COMPLETED, "Job completed")
-                .await;
+            c.events.normal(job, reason::COMPLETED, "Job completed");
         }
         // The next pass sees every pod as stale (or the Job as finished) and cleans up.
         return Ok(Action::RequeueAfter(Duration::ZERO));

@@ -123,23 +123,19 @@ impl JobController {
         match self.client.all().create(&pod).await {
             Ok(created) => {
                 self.expectations.created(key, created.clone());
-                self.events
-                    .normal(
-                        job,
-                        crate::events::reason::SUCCESSFUL_CREATE,
-                        format!("Created pod: {}", created.metadata.name),
-                    )
-                    .await;
+                self.events.normal(
+                    job,
+                    crate::events::reason::SUCCESSFUL_CREATE,
+                    format!("Created pod: {}", created.metadata.name),
+                );
                 Ok(created)
             }
             Err(e) => {
-                self.events
-                    .warning(
-                        job,
-                        crate::events::reason::FAILED_CREATE,
-                        format!("Error creating pod: {e}"),
-                    )
-                    .await;
+                self.events.warning(
+                    job,
+                    crate::events::reason::FAILED_CREATE,
+                    format!("Error creating pod: {e}"),
+                );
                 Err(Self::err(key)(e))
             }
         }

@@ -179,11 +179,9 @@ pub async fn reconcile_plain(
     c.ledger.remove(key, &counted.ledger_done);
     c.mark_counted(key, job, &counted.to_mark, &pods).await;
     if suspended && !was_suspended {
-        c.events
-            .normal(job, reason::SUSPENDED, "Job suspended")
-            .await;
+        c.events.normal(job, reason::SUSPENDED, "Job suspended");
     } else if !suspended && was_suspended {
-        c.events.normal(job, reason::RESUMED, "Job resumed").await;
+        c.events.normal(job, reason::RESUMED, "Job resumed");
     }
     for p in to_delete {
         c.delete_pod(key, p).await?;
@@ -193,9 +191,9 @@ pub async fn reconcile_plain(
     }
     if let Some((failed, why, msg)) = finished_event {
         if failed {
-            c.events.warning(job, why, msg).await;
+            c.events.warning(job, why, msg);
         } else {
-            c.events.normal(job, why, msg).await;
+            c.events.normal(job, why, msg);
         }
         return Ok(Action::RequeueAfter(Duration::ZERO));
     }
