@@ -174,6 +174,8 @@ impl Shape {
         .build();
         // The server sets these; a client-set timestamp would only be ignored.
         p.metadata.creation_timestamp = None;
+        // As a manifest has them (and the client then sends the pod without copying it).
+        drover_api::Resource::set_type_meta(&mut p);
         p
     }
 }

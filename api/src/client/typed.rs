@@ -118,8 +118,19 @@ impl<T: Resource> Api<T> {
         obj
     }
 
+    /// The JSON of `obj` with its `apiVersion` and `kind` set (copying the object only when
+    /// they are not set already).
+    fn encode_object(obj: &T) -> Result<Vec<u8>, ClientError> {
+        let (api_version, kind) = obj.type_meta();
+        if api_version == T::api_version() && kind == T::KIND {
+            Self::encode(obj)
+        } else {
+            Self::encode(&Self::with_type_meta(obj))
+        }
+    }
+
     pub async fn create(&self, obj: &T) -> Result<T, ClientError> {
-        let body = Self::encode(&Self::with_type_meta(obj))?;
+        let body = Self::encode_object(obj)?;
         let mut target = self.target_of(obj, "");
         // A create goes to the collection; the name travels in the body.
         target.name.clear();
@@ -148,7 +159,7 @@ impl<T: Resource> Api<T> {
 
     /// Replaces the object; fails with Conflict when its resourceVersion is stale.
     pub async fn update(&self, obj: &T) -> Result<T, ClientError> {
-        let body = Self::encode(&Self::with_type_meta(obj))?;
+        let body = Self::encode_object(obj)?;
         let out = self
             .client
             .update_raw(self.target_of(obj, ""), body)
@@ -158,7 +169,7 @@ impl<T: Resource> Api<T> {
 
     /// Replaces the object's status (the `status` subresource).
     pub async fn update_status(&self, obj: &T) -> Result<T, ClientError> {
-        let body = Self::encode(&Self::with_type_meta(obj))?;
+        let body = Self::encode_object(obj)?;
         let out = self
             .client
             .update_raw(self.target_of(obj, "status"), body)

@@ -89,6 +89,13 @@ impl Writer {
                 self.shared
                     .revision
                     .store(applied.revision, Ordering::Release);
+                // Publish first: the API server's cache (a watcher) is then applying the changes
+                // while the callers wake, and they find their revision applied instead of
+                // waiting for it (one wake-up per write instead of two).
+                for changes in applied.published {
+                    // No receivers is fine: nobody is watching.
+                    let _ = self.live.send(changes);
+                }
                 for (request, outcome) in batch.drain(..).zip(applied.outcomes) {
                     // A caller that stopped waiting has nothing to be told.
                     match (request, outcome) {
@@ -102,10 +109,6 @@ impl Writer {
                         // should that break, the caller sees `Closed` rather than a wrong answer.
                         _ => error!("store writer paired a request with a wrong outcome"),
                     }
-                }
-                for changes in applied.published {
-                    // No receivers is fine: nobody is watching.
-                    let _ = self.live.send(changes);
                 }
                 debug!(revision = self.revision, "committed");
             }
