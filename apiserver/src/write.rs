@@ -101,6 +101,16 @@ pub fn encode<T: Resource>(mut obj: T, finalize_delete: bool) -> Result<Prepared
     })
 }
 
+/// A random (version 4) UUID from the thread's CSPRNG: `Uuid::new_v4` asks the kernel for its
+/// 16 bytes, one system call per created object.
+fn new_uid() -> String {
+    use rand::RngExt;
+    let bytes: [u8; 16] = rand::rng().random();
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 fn random_suffix() -> String {
     use rand::RngExt;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -128,7 +138,7 @@ pub fn prepare_create<T: Resource>(
             "metadata.resourceVersion: must not be set on objects to be created",
         ));
     }
-    meta.uid = uuid::Uuid::new_v4().to_string();
+    meta.uid = new_uid();
     meta.creation_timestamp = Some(now);
     meta.deletion_timestamp = None;
     meta.deletion_grace_period_seconds = None;
@@ -260,4 +270,19 @@ pub fn prepare_mark_deleted<T: Resource>(
         meta.finalizers.push(f.to_string());
     }
     encode(obj, false)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uids_are_distinct_version_4_uuids() {
+        let a = super::new_uid();
+        let b = super::new_uid();
+        assert_ne!(a, b);
+        for u in [a, b] {
+            let parsed = uuid::Uuid::parse_str(&u).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 4, "{u}");
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{u}");
+        }
+    }
 }

@@ -71,7 +71,32 @@ struct Pending {
 pub struct Recorder {
     queues: Arc<[mpsc::Sender<Pending>]>,
     dropped: Arc<AtomicU64>,
-    last_warning: Arc<std::sync::Mutex<Option<Instant>>>,
+    drop_warning: Arc<Throttle>,
+}
+
+/// Lets a warning through at most once per [`WARN_EVERY`], counting the ones held back.
+#[derive(Default)]
+struct Throttle {
+    last: std::sync::Mutex<Option<Instant>>,
+    held: AtomicU64,
+}
+
+/// The least time between two warnings of one kind: a recorder that cannot keep up must not
+/// flood the log instead.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl Throttle {
+    /// `Some(warnings held back since the last one)` when a warning may go out now.
+    fn pass(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            *last = Some(Instant::now());
+            Some(self.held.swap(0, Ordering::Relaxed))
+        } else {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
 }
 
 impl std::fmt::Debug for Recorder {
@@ -111,7 +136,7 @@ impl Recorder {
         Recorder {
             queues: queues.into(),
             dropped: Arc::default(),
-            last_warning: Arc::default(),
+            drop_warning: Arc::default(),
         }
     }
 
@@ -138,9 +163,7 @@ impl Recorder {
         };
         if queue.try_send(pending).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                *last = Some(Instant::now());
+            if self.drop_warning.pass().is_some() {
                 tracing::warn!(
                     dropped = n,
                     "event queue full: dropping events (the API server is not keeping up)"
@@ -171,10 +194,19 @@ async fn run_worker(
     mut rx: mpsc::Receiver<Pending>,
 ) {
     let mut seen: HashMap<EventKey, Seen> = HashMap::new();
+    let failures = Throttle::default();
     while let Some(p) = rx.recv().await {
         let reason = p.reason.clone();
         if let Err(e) = write(&client, &options, &mut seen, p).await {
-            tracing::warn!(error = %e, reason, "cannot record event");
+            match failures.pass() {
+                Some(0) => tracing::warn!(error = %e, reason, "cannot record event"),
+                Some(held) => tracing::warn!(
+                    error = %e,
+                    reason,
+                    "cannot record event ({held} more failed since the last warning)"
+                ),
+                None => tracing::debug!(error = %e, reason, "cannot record event"),
+            }
         }
     }
 }

@@ -46,6 +46,10 @@ pub struct ThroughputReport {
     pub setup_s: f64,
     /// GPU thousandths the workload asks for, and the cluster has.
     pub gpu_demand_milli: u64,
+    /// `Scheduled` events written by the end of the run (the scheduler sheds events when the
+    /// API server falls behind, rather than slowing its bindings).
+    #[serde(default)]
+    pub scheduled_events: Option<usize>,
     pub run: PodRunSummary,
 }
 
@@ -61,6 +65,7 @@ pub async fn run(opts: &Options, progress: &Progress) -> Result<ThroughputReport
         .map(|(i, s)| s.pod(&ns, &format!("p-{i}")))
         .collect();
     let result = run_pods(&cluster.client, &ns, pods, &opts.run, progress).await;
+    let scheduled_events = count_events(&cluster.client, &ns, "Scheduled").await;
     let in_process = cluster.in_process;
     cluster.shutdown().await;
     let run = result?;
@@ -72,8 +77,24 @@ pub async fn run(opts: &Options, progress: &Progress) -> Result<ThroughputReport
         in_process,
         setup_s,
         gpu_demand_milli,
+        scheduled_events,
         run: run.summary(true),
     })
+}
+
+/// Events with `reason` in `namespace` (`None` if they cannot be listed). The scheduler's
+/// events are best-effort: when the API server falls behind, its recorder sheds them.
+async fn count_events(
+    client: &drover_api::client::Client,
+    namespace: &str,
+    reason: &str,
+) -> Option<usize> {
+    let list = client
+        .namespaced::<drover_api::core::Event>(namespace)
+        .list(&drover_api::client::ListParams::default())
+        .await
+        .ok()?;
+    Some(list.items.iter().filter(|e| e.reason == reason).count())
 }
 
 /// The figures of one batch of pods as table rows.
@@ -125,6 +146,9 @@ impl Report for ThroughputReport {
             ),
         ];
         rows.extend(run_rows(&self.run));
+        if let Some(n) = self.scheduled_events {
+            rows.push(("Scheduled events written (rest shed)", num(n as f64, 0)));
+        }
         if let Some(e) = &self.run.first_error {
             rows.push(("first create error", e.clone()));
         }
