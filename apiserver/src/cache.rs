@@ -321,29 +321,21 @@ impl WatchCache {
 
     /// Applies one committed batch from the change feed.
     pub fn apply(&self, batch: &ChangeBatch) {
+        self.apply_all(std::slice::from_ref(batch));
+    }
+
+    /// Applies consecutive committed batches from the change feed under one lock, waking the
+    /// writers waiting for any of them once.
+    pub fn apply_all(&self, batches: &[ChangeBatch]) {
+        let Some(last) = batches.last() else { return };
         // Decode outside the lock.
-        let mut decoded = Vec::with_capacity(batch.changes.len());
-        for c in &batch.changes {
-            let obj = match c.kind {
-                ChangeKind::Put => self.decode(&c.kv, batch.revision),
-                // A deleted object is reported in its last state, at the delete's revision.
-                ChangeKind::Delete => match &c.prev {
-                    Some(prev) => self.decode(prev, batch.revision),
-                    None => continue,
-                },
-            };
-            match obj {
-                Ok(o) => decoded.push((c.kind.clone(), o)),
-                Err(e) => tracing::error!(
-                    key = %String::from_utf8_lossy(&c.kv.key),
-                    error = %e,
-                    "skipping undecodable change"
-                ),
-            }
+        let mut decoded = Vec::with_capacity(batches.iter().map(|b| b.changes.len()).sum());
+        for batch in batches {
+            self.decode_batch(batch, &mut decoded);
         }
         let mut st = self.write();
         let mut slow = Vec::new();
-        for (kind, obj) in decoded {
+        for (rev, kind, obj) in decoded {
             let k = (obj.namespace().to_string(), obj.name().to_string());
             let map = st.objects.entry(obj.kind.clone()).or_default();
             let (etype, prev) = match kind {
@@ -354,13 +346,16 @@ impl WatchCache {
                 ChangeKind::Delete => (EventType::Deleted, map.remove(&k)),
             };
             let event = Arc::new(CacheEvent {
-                rev: batch.revision,
+                rev,
                 kind: etype,
                 object: obj,
                 prev,
             });
             for (id, w) in &st.watchers {
+                // A watcher that missed an event gets nothing after it (it resumes from the
+                // last event it has, so a later one would hide the gap).
                 if let Some(t) = w.filter.translate(&event)
+                    && !slow.contains(id)
                     && w.tx.try_send((t, event.object.clone())).is_err()
                 {
                     slow.push(*id);
@@ -378,9 +373,35 @@ impl WatchCache {
                 st.history_from = e.rev;
             }
         }
-        st.rev = batch.revision;
+        st.rev = last.revision;
         drop(st);
-        self.applied.send_replace(batch.revision);
+        self.applied.send_replace(last.revision);
+    }
+
+    /// Decodes one batch's changes into `(revision, kind, object)`.
+    fn decode_batch(
+        &self,
+        batch: &ChangeBatch,
+        decoded: &mut Vec<(u64, ChangeKind, Arc<CachedObject>)>,
+    ) {
+        for c in &batch.changes {
+            let obj = match c.kind {
+                ChangeKind::Put => self.decode(&c.kv, batch.revision),
+                // A deleted object is reported in its last state, at the delete's revision.
+                ChangeKind::Delete => match &c.prev {
+                    Some(prev) => self.decode(prev, batch.revision),
+                    None => continue,
+                },
+            };
+            match obj {
+                Ok(o) => decoded.push((batch.revision, c.kind.clone(), o)),
+                Err(e) => tracing::error!(
+                    key = %String::from_utf8_lossy(&c.kv.key),
+                    error = %e,
+                    "skipping undecodable change"
+                ),
+            }
+        }
     }
 
     /// The revision of the last applied change.
@@ -611,6 +632,37 @@ mod tests {
         cache.apply(&put(&key, &value, 3));
         assert!(!Arc::ptr_eq(&cached(&cache, "a").object, &object));
         assert!(cache.lock_expected().is_empty());
+    }
+
+    #[test]
+    fn batches_applied_together_keep_order_and_end_a_watcher_that_falls_behind() {
+        // Room for one event per watcher.
+        let cache = WatchCache::new(Kinds::new(), 100, 1);
+        let filter = Filter {
+            kind: kind_id(Pod::GROUP, Pod::PLURAL),
+            ..Default::default()
+        };
+        let mut w = cache.watch(filter, None).expect("watch");
+        let batches: Vec<ChangeBatch> = ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let (key, value, _) = pod(n, "img");
+                put(&key, &value, i as u64 + 1)
+            })
+            .collect();
+        cache.apply_all(&batches);
+        assert_eq!(cache.revision(), 3);
+        assert_eq!(cached(&cache, "c").rv, 3);
+        // The watcher got the first event, missed the second, and is ended: it never sees the
+        // third (which would make it resume after the gap).
+        let (t, first) = w.rx.try_recv().expect("first event");
+        assert_eq!((t, first.rv), (EventType::Added, 1));
+        assert!(matches!(
+            w.rx.try_recv(),
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)
+        ));
+        assert_eq!(cache.watcher_count(), 0);
     }
 
     #[test]

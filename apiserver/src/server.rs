@@ -204,16 +204,27 @@ pub async fn run(
 }
 
 /// Feeds the watch cache from the store's change feed; reloads if the feed breaks.
+/// The most change batches the watch cache applies at once.
+const FOLLOW_CHUNK: usize = 1024;
+
 async fn follow(store: Arc<dyn Store>, cache: WatchCache, mut feed: crate::storage::ChangeStream) {
     loop {
-        while let Some(item) = feed.next().await {
-            match item {
-                Ok(batch) => cache.apply(&batch),
-                Err(e) => {
-                    tracing::warn!(error = %e, "change feed failed; reloading the cache");
-                    break;
+        // Every batch already waiting is applied at once: one lock and one wake-up of the
+        // waiting writers per group commit rather than per revision.
+        let mut chunks = feed.ready_chunks(FOLLOW_CHUNK);
+        'follow: while let Some(items) = chunks.next().await {
+            let mut batches = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Ok(batch) => batches.push(batch),
+                    Err(e) => {
+                        cache.apply_all(&batches);
+                        tracing::warn!(error = %e, "change feed failed; reloading the cache");
+                        break 'follow;
+                    }
                 }
             }
+            cache.apply_all(&batches);
         }
         // The feed ended or failed: reload and follow again.
         loop {
