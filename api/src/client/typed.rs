@@ -130,12 +130,23 @@ impl<T: Resource> Api<T> {
     }
 
     pub async fn create(&self, obj: &T) -> Result<T, ClientError> {
+        let out = self.create_bytes(obj).await?;
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// Creates the object and returns once the server has acknowledged it (durably), without
+    /// decoding the stored object the server answers with: for callers that do not use it (a
+    /// controller that learns of its pods from an informer, a load generator).
+    pub async fn create_ack(&self, obj: &T) -> Result<(), ClientError> {
+        self.create_bytes(obj).await.map(|_| ())
+    }
+
+    async fn create_bytes(&self, obj: &T) -> Result<bytes::Bytes, ClientError> {
         let body = Self::encode_object(obj)?;
         let mut target = self.target_of(obj, "");
         // A create goes to the collection; the name travels in the body.
         target.name.clear();
-        let out = self.client.create_raw(target, body).await?;
-        Ok(serde_json::from_slice(&out)?)
+        self.client.create_raw(target, body).await
     }
 
     pub async fn get(&self, name: &str) -> Result<T, ClientError> {
@@ -211,6 +222,20 @@ impl<T: Resource> Api<T> {
             .create_raw(self.target(name, subresource), Self::encode(body)?)
             .await?;
         Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// Like [`create_subresource`](Self::create_subresource), without decoding the object the
+    /// server answers with (a scheduler's binding needs only the acknowledgement).
+    pub async fn create_subresource_ack<B: Serialize>(
+        &self,
+        name: &str,
+        subresource: &str,
+        body: &B,
+    ) -> Result<(), ClientError> {
+        self.client
+            .create_raw(self.target(name, subresource), Self::encode(body)?)
+            .await
+            .map(|_| ())
     }
 
     /// Deletes the object; returns it (marked for deletion when finalizers remain).

@@ -167,11 +167,8 @@ async fn run_on(
                 let pod = Shape::Cpu.pod(&ns, &format!("o-{i}"));
                 let sent = Instant::now();
                 let r = match transport {
-                    Transport::Grpc => api
-                        .create(&pod)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
+                    // The acknowledgement only (the watcher sees the objects).
+                    Transport::Grpc => api.create_ack(&pod).await.map_err(|e| e.to_string()),
                     Transport::Rest => rest_create(&rest, &url, &auth, &pod).await,
                 };
                 let acked = Instant::now();

@@ -28,9 +28,8 @@ impl Bind for DefaultBinder {
             );
             client
                 .namespaced::<Pod>(pod.namespace())
-                .create_subresource(pod.name(), "binding", &binding)
+                .create_subresource_ack(pod.name(), "binding", &binding)
                 .await
-                .map(|_| ())
                 .map_err(|source| BindError::Api {
                     pod: pod.key.to_string(),
                     node: placement.node_name.to_string(),
