@@ -1,7 +1,7 @@
 //! What the scheduler tells people: pod conditions (`PodScheduled`, `DisruptionTarget`), the
 //! nominated node, PodGroup status, and Events (`Scheduled`, `FailedScheduling`, `Preempted`).
 
-use drover_api::client::events::{Recorder, RecorderOptions};
+use drover_api::client::events::{Recorder, RecorderOptions, reference};
 use drover_api::client::{Client, ClientError, DeleteParams};
 use drover_api::core::{Pod, event_type};
 use drover_api::meta::{Condition, ObjectReference, set_condition};
@@ -9,17 +9,6 @@ use drover_api::scheduling::PodGroup;
 
 /// The component name on events.
 pub const COMPONENT: &str = "drover-scheduler";
-
-fn reference_to_pod(pod: &Pod) -> ObjectReference {
-    ObjectReference {
-        api_version: "v1".into(),
-        kind: "Pod".into(),
-        namespace: pod.metadata.namespace.clone(),
-        name: pod.metadata.name.clone(),
-        uid: pod.metadata.uid.clone(),
-        ..Default::default()
-    }
-}
 
 /// The scheduler's event recorder: events are written in the background and best-effort (see
 /// [`drover_api::client::events`]), so a binding never waits for its `Scheduled` event and an
@@ -70,7 +59,7 @@ pub async fn unschedulable(
     pod_condition(client, pod, cond, None).await?;
     event(
         events,
-        reference_to_pod(pod),
+        reference(pod),
         event_type::WARNING,
         "FailedScheduling",
         message,
@@ -82,7 +71,7 @@ pub async fn unschedulable(
 pub fn scheduled(events: &Recorder, pod: &Pod, message: &str) {
     event(
         events,
-        reference_to_pod(pod),
+        reference(pod),
         event_type::NORMAL,
         "Scheduled",
         message,
@@ -107,7 +96,7 @@ pub async fn preempt(
     pod_condition(client, victim, cond, None).await?;
     event(
         events,
-        reference_to_pod(victim),
+        reference(victim),
         event_type::NORMAL,
         "Preempted",
         &message,
@@ -176,13 +165,5 @@ pub fn pod_group_event(
     reason: &str,
     message: &str,
 ) {
-    let r = ObjectReference {
-        api_version: "scheduling.x-k8s.io/v1alpha1".into(),
-        kind: "PodGroup".into(),
-        namespace: group.metadata.namespace.clone(),
-        name: group.metadata.name.clone(),
-        uid: group.metadata.uid.clone(),
-        ..Default::default()
-    };
-    event(events, r, type_, reason, message);
+    event(events, reference(group), type_, reason, message);
 }
