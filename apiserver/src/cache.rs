@@ -319,14 +319,9 @@ impl WatchCache {
         self.applied.send_replace(rev);
     }
 
-    /// Applies one committed batch from the change feed.
-    pub fn apply(&self, batch: &ChangeBatch) {
-        self.apply_all(std::slice::from_ref(batch));
-    }
-
     /// Applies consecutive committed batches from the change feed under one lock, waking the
     /// writers waiting for any of them once.
-    pub fn apply_all(&self, batches: &[ChangeBatch]) {
+    pub fn apply(&self, batches: &[ChangeBatch]) {
         let Some(last) = batches.last() else { return };
         // Decode outside the lock.
         let mut decoded = Vec::with_capacity(batches.iter().map(|b| b.changes.len()).sum());
@@ -605,7 +600,7 @@ mod tests {
         let cache = WatchCache::new(Kinds::new(), 100, 100);
         let (key, value, object) = pod("a", "img:1");
         let guard = cache.expect(key.clone(), value.clone(), object.clone());
-        cache.apply(&put(&key, &value, 1));
+        cache.apply(&[put(&key, &value, 1)]);
         let got = cached(&cache, "a");
         assert!(
             Arc::ptr_eq(&got.object, &object),
@@ -621,7 +616,7 @@ mod tests {
         // Another value under the same key (someone else's write) is decoded, not mistaken for
         // the announced one.
         let (_, other, _) = pod("a", "img:2");
-        cache.apply(&put(&key, &other, 2));
+        cache.apply(&[put(&key, &other, 2)]);
         let got = cached(&cache, "a");
         assert!(!Arc::ptr_eq(&got.object, &object));
         let p: &Pod = got.object.as_any().downcast_ref().unwrap();
@@ -629,7 +624,7 @@ mod tests {
 
         // Once the guard drops, the announcement is gone: nothing is kept per write.
         drop(guard);
-        cache.apply(&put(&key, &value, 3));
+        cache.apply(&[put(&key, &value, 3)]);
         assert!(!Arc::ptr_eq(&cached(&cache, "a").object, &object));
         assert!(cache.lock_expected().is_empty());
     }
@@ -651,7 +646,7 @@ mod tests {
                 put(&key, &value, i as u64 + 1)
             })
             .collect();
-        cache.apply_all(&batches);
+        cache.apply(&batches);
         assert_eq!(cache.revision(), 3);
         assert_eq!(cached(&cache, "c").rv, 3);
         // The watcher got the first event, missed the second, and is ended: it never sees the
@@ -672,9 +667,9 @@ mod tests {
         let (_, v2, o2) = pod("b", "img:2");
         let g1 = cache.expect(key.clone(), v1.clone(), o1.clone());
         let g2 = cache.expect(key.clone(), v2.clone(), o2.clone());
-        cache.apply(&put(&key, &v2, 1));
+        cache.apply(&[put(&key, &v2, 1)]);
         assert!(Arc::ptr_eq(&cached(&cache, "b").object, &o2));
-        cache.apply(&put(&key, &v1, 2));
+        cache.apply(&[put(&key, &v1, 2)]);
         assert!(Arc::ptr_eq(&cached(&cache, "b").object, &o1));
         drop(g1);
         assert_eq!(cache.lock_expected().get(&key).map(Vec::len), Some(1));

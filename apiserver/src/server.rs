@@ -218,13 +218,13 @@ async fn follow(store: Arc<dyn Store>, cache: WatchCache, mut feed: crate::stora
                 match item {
                     Ok(batch) => batches.push(batch),
                     Err(e) => {
-                        cache.apply_all(&batches);
+                        cache.apply(&batches);
                         tracing::warn!(error = %e, "change feed failed; reloading the cache");
                         break 'follow;
                     }
                 }
             }
-            cache.apply_all(&batches);
+            cache.apply(&batches);
         }
         // The feed ended or failed: reload and follow again.
         loop {

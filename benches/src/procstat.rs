@@ -26,6 +26,20 @@ pub struct Usage {
     pub peak_rss_mib: f64,
 }
 
+impl Usage {
+    /// The report rows every scenario shows for the process.
+    pub fn rows(&self) -> [(&'static str, String); 2] {
+        use crate::report::num;
+        [
+            ("CPU (cores busy)", num(self.cpu_cores, 2)),
+            (
+                "RSS MiB (end / peak)",
+                format!("{} / {}", num(self.rss_mib, 0), num(self.peak_rss_mib, 0)),
+            ),
+        ]
+    }
+}
+
 pub fn sample() -> Sample {
     Sample {
         at: Instant::now(),

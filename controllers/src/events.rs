@@ -7,11 +7,9 @@
 
 use drover_api::Resource;
 use drover_api::client::Client;
-use drover_api::client::events::{self, RecorderOptions};
+use drover_api::client::events::{self, RecorderOptions, reference};
 use drover_api::core::event_type;
 use drover_api::meta::ObjectReference;
-
-pub use drover_api::client::events::{CLUSTER_EVENTS_NAMESPACE, reference};
 
 use crate::clock::Clock;
 

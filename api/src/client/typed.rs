@@ -112,12 +112,6 @@ impl<T: Resource> Api<T> {
         serde_json::to_vec(value).map_err(|e| ClientError::Encode(e.to_string()))
     }
 
-    fn with_type_meta(obj: &T) -> T {
-        let mut obj = obj.clone();
-        obj.set_type_meta();
-        obj
-    }
-
     /// The JSON of `obj` with its `apiVersion` and `kind` set (copying the object only when
     /// they are not set already).
     fn encode_object(obj: &T) -> Result<Vec<u8>, ClientError> {
@@ -125,7 +119,9 @@ impl<T: Resource> Api<T> {
         if api_version == T::api_version() && kind == T::KIND {
             Self::encode(obj)
         } else {
-            Self::encode(&Self::with_type_meta(obj))
+            let mut obj = obj.clone();
+            obj.set_type_meta();
+            Self::encode(&obj)
         }
     }
 

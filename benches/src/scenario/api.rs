@@ -300,16 +300,8 @@ impl Report for ApiReport {
                 "events before their ack",
                 num(self.events_before_ack as f64, 0),
             ),
-            ("CPU (cores busy)", num(self.usage.cpu_cores, 2)),
-            (
-                "RSS MiB (end / peak)",
-                format!(
-                    "{} / {}",
-                    num(self.usage.rss_mib, 0),
-                    num(self.usage.peak_rss_mib, 0)
-                ),
-            ),
         ];
+        rows.extend(self.usage.rows());
         if let Some(e) = &self.first_error {
             rows.push(("first error", e.clone()));
         }

@@ -99,7 +99,7 @@ async fn count_events(
 
 /// The figures of one batch of pods as table rows.
 pub fn run_rows(r: &PodRunSummary) -> Vec<(&'static str, String)> {
-    vec![
+    let mut rows = vec![
         ("pods created", num(r.created as f64, 0)),
         ("create errors", num(r.create_errors as f64, 0)),
         ("pods bound", num(r.bound as f64, 0)),
@@ -116,16 +116,9 @@ pub fn run_rows(r: &PodRunSummary) -> Vec<(&'static str, String)> {
         ("create→bound p90 ms", ms(r.latency.p90_ms)),
         ("create→bound p99 ms", ms(r.latency.p99_ms)),
         ("create→bound max ms", ms(r.latency.max_ms)),
-        ("CPU (cores busy)", num(r.usage.cpu_cores, 2)),
-        (
-            "RSS MiB (end / peak)",
-            format!(
-                "{} / {}",
-                num(r.usage.rss_mib, 0),
-                num(r.usage.peak_rss_mib, 0)
-            ),
-        ),
-    ]
+    ];
+    rows.extend(r.usage.rows());
+    rows
 }
 
 impl Report for ThroughputReport {
