@@ -74,7 +74,7 @@ fn grpc<T>(r: Result<T, Status>) -> Result<T, tonic::Status> {
 }
 
 fn object(b: Bytes) -> tonic::Response<proto::ObjectReply> {
-    tonic::Response::new(proto::ObjectReply { object: b.to_vec() })
+    tonic::Response::new(proto::ObjectReply { object: b })
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
@@ -116,9 +116,7 @@ impl api_server::Api for GrpcApi {
             ..Default::default()
         };
         let list = grpc(self.svc.list(&user, &t, &opts).await)?;
-        Ok(tonic::Response::new(proto::ListReply {
-            list: list.to_vec(),
-        }))
+        Ok(tonic::Response::new(proto::ListReply { list }))
     }
 
     async fn update(
@@ -197,7 +195,7 @@ impl api_server::Api for GrpcApi {
         let stream = frames(self.svc.cache().clone(), start, bookmarks).map(|f| {
             Ok(proto::WatchEvent {
                 r#type: f.event_type.to_string(),
-                object: f.object.to_vec(),
+                object: f.object,
             })
         });
         Ok(tonic::Response::new(Box::pin(stream)))
@@ -226,9 +224,7 @@ impl api_server::Api for GrpcApi {
         let stream = grpc(crate::logs::stream(&self.svc, authorization, &query).await)?;
         let stream = stream.map(|chunk| {
             chunk
-                .map(|data| proto::LogChunk {
-                    data: data.to_vec(),
-                })
+                .map(|data| proto::LogChunk { data })
                 .map_err(|s| status_to_grpc(&s))
         });
         Ok(tonic::Response::new(Box::pin(stream)))

@@ -483,6 +483,56 @@ async fn watch_with_selector_reports_objects_leaving_and_entering() {
     assert!(matches!(w.next().await, Some(Ok(WatchEvent::Added(_)))));
 }
 
+/// The fields of a pod a binding watcher reads (`Api::watch_as`).
+#[derive(Debug, serde::Deserialize)]
+struct BoundView {
+    metadata: drover_api::meta::ObjectMeta,
+    spec: BoundSpec,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BoundSpec {
+    #[serde(default)]
+    node_name: String,
+}
+
+#[tokio::test]
+async fn a_partial_view_watch_on_its_own_connection_sees_pods_as_they_are_bound() {
+    let s = start().await;
+    let c = s.client();
+    c.all::<Node>()
+        .create(&serde_json::from_value(node_json("n1")).unwrap())
+        .await
+        .unwrap();
+    let pods = c.namespaced::<Pod>("default");
+    pods.create(&pod("default", "unbound")).await.unwrap();
+    let watcher = c.new_connection().unwrap().namespaced::<Pod>("default");
+    let w = watcher
+        .watch_as::<BoundView>(&ListParams::default().fields("spec.nodeName!="), "")
+        .await
+        .unwrap();
+    let mut w =
+        Box::pin(w.filter(|e| futures::future::ready(!matches!(e, Ok(WatchEvent::Bookmark(_))))));
+    pods.create(&pod("default", "later")).await.unwrap();
+    pods.create_subresource_ack(
+        "later",
+        "binding",
+        &Binding::new("default", "later", "n1", vec![]),
+    )
+    .await
+    .unwrap();
+    // Neither creation is seen; the binding is, as ADDED (the pod entered the selection).
+    match tokio::time::timeout(Duration::from_secs(5), w.next()).await {
+        Ok(Some(Ok(WatchEvent::Added(v)))) => {
+            assert_eq!(v.metadata.name, "later");
+            assert_eq!(v.spec.node_name, "n1");
+            assert!(!v.metadata.resource_version.is_empty());
+        }
+        other => panic!("expected the bound pod as ADDED, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn restart_resumes_from_disk_with_every_object() {
     let dir = tempfile::tempdir().unwrap();

@@ -78,8 +78,10 @@ impl Cluster {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        // Each component gets its own connection, as it would in its own process: one HTTP/2
+        // connection is served by one task, so sharing it would serialise their frames.
         if let Some(cfg) = options.scheduler.clone() {
-            let (c, rx) = (client.clone(), stop.subscribe());
+            let (c, rx) = (Client::new(&config)?, stop.subscribe());
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = drover_scheduler::run(cfg, c, stopped(rx)).await {
                     tracing::error!(error = %e, "scheduler stopped");
@@ -87,7 +89,7 @@ impl Cluster {
             }));
         }
         if options.controllers {
-            let (c, rx) = (client.clone(), stop.subscribe());
+            let (c, rx) = (Client::new(&config)?, stop.subscribe());
             tasks.push(tokio::spawn(async move {
                 let cfg = drover_controllers::ControllersConfig::default();
                 if let Err(e) = drover_controllers::run(cfg, c, stopped(rx)).await {

@@ -101,6 +101,22 @@ impl Client {
     /// start before the API server and survive its restarts.
     pub fn new(config: &ClientConfig) -> Result<Client, ClientError> {
         let server = config.server.trim_end_matches('/').to_string();
+        let auth = format!("Bearer {}", config.token)
+            .parse::<AsciiMetadataValue>()
+            .map_err(|_| {
+                ClientError::Config("token: expected printable ASCII characters".into())
+            })?;
+        Self::connect(server, auth)
+    }
+
+    /// Another client for the same server and credentials on a connection of its own. Clones
+    /// of a client share one HTTP/2 connection, which one task serves on each side; busy
+    /// components that should not queue behind each other each take their own.
+    pub fn new_connection(&self) -> Result<Client, ClientError> {
+        Self::connect(self.server.clone(), self.auth.clone())
+    }
+
+    fn connect(server: String, auth: AsciiMetadataValue) -> Result<Client, ClientError> {
         let endpoint = Endpoint::from_shared(server.clone())
             .map_err(|e| ClientError::Config(format!("server {server:?}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
@@ -109,11 +125,6 @@ impl Client {
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
-        let auth = format!("Bearer {}", config.token)
-            .parse::<AsciiMetadataValue>()
-            .map_err(|_| {
-                ClientError::Config("token: expected printable ASCII characters".into())
-            })?;
         let grpc = proto::api_client::ApiClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -154,14 +165,10 @@ impl Client {
     ) -> Result<Bytes, ClientError> {
         let req = self.request(proto::CreateRequest {
             target: Some(target),
-            object,
+            object: object.into(),
         });
         let reply = self.grpc.clone().create(req).await;
-        Ok(reply
-            .map_err(|e| self.map_err(e))?
-            .into_inner()
-            .object
-            .into())
+        Ok(reply.map_err(|e| self.map_err(e))?.into_inner().object)
     }
 
     pub async fn get_raw(&self, target: proto::Target) -> Result<Bytes, ClientError> {
@@ -169,11 +176,7 @@ impl Client {
             target: Some(target),
         });
         let reply = self.grpc.clone().get(req).await;
-        Ok(reply
-            .map_err(|e| self.map_err(e))?
-            .into_inner()
-            .object
-            .into())
+        Ok(reply.map_err(|e| self.map_err(e))?.into_inner().object)
     }
 
     pub async fn list_raw(
@@ -189,7 +192,7 @@ impl Client {
             continue_token: params.continue_token.clone().unwrap_or_default(),
         });
         let reply = self.grpc.clone().list(req).await;
-        Ok(reply.map_err(|e| self.map_err(e))?.into_inner().list.into())
+        Ok(reply.map_err(|e| self.map_err(e))?.into_inner().list)
     }
 
     pub async fn update_raw(
@@ -199,14 +202,10 @@ impl Client {
     ) -> Result<Bytes, ClientError> {
         let req = self.request(proto::UpdateRequest {
             target: Some(target),
-            object,
+            object: object.into(),
         });
         let reply = self.grpc.clone().update(req).await;
-        Ok(reply
-            .map_err(|e| self.map_err(e))?
-            .into_inner()
-            .object
-            .into())
+        Ok(reply.map_err(|e| self.map_err(e))?.into_inner().object)
     }
 
     pub async fn patch_raw(
@@ -216,15 +215,11 @@ impl Client {
     ) -> Result<Bytes, ClientError> {
         let req = self.request(proto::PatchRequest {
             target: Some(target),
-            patch,
+            patch: patch.into(),
             patch_type: MERGE_PATCH.into(),
         });
         let reply = self.grpc.clone().patch(req).await;
-        Ok(reply
-            .map_err(|e| self.map_err(e))?
-            .into_inner()
-            .object
-            .into())
+        Ok(reply.map_err(|e| self.map_err(e))?.into_inner().object)
     }
 
     /// Deletes an object; returns it as JSON (marked for deletion, or as it was when removed).
@@ -244,11 +239,7 @@ impl Client {
             grace_period_seconds: params.grace_period_seconds,
         });
         let reply = self.grpc.clone().delete(req).await;
-        Ok(reply
-            .map_err(|e| self.map_err(e))?
-            .into_inner()
-            .object
-            .into())
+        Ok(reply.map_err(|e| self.map_err(e))?.into_inner().object)
     }
 
     /// Watches a collection; yields raw events in order.
@@ -301,10 +292,7 @@ impl Client {
             .map_err(|e| self.map_err(e))?
             .into_inner();
         let server = self.server.clone();
-        Ok(stream.map(move |r| {
-            r.map(|c| Bytes::from(c.data))
-                .map_err(|e| status_to_error(&server, e))
-        }))
+        Ok(stream.map(move |r| r.map(|c| c.data).map_err(|e| status_to_error(&server, e))))
     }
 }
 

@@ -249,16 +249,30 @@ impl<T: Resource> Api<T> {
         params: &ListParams,
         resource_version: &str,
     ) -> Result<impl Stream<Item = Result<WatchEvent<T>, ClientError>> + use<T>, ClientError> {
+        self.watch_as::<T>(params, resource_version).await
+    }
+
+    /// [`Api::watch`] decoding each object as `V`, a partial view of the kind (a struct with
+    /// only the fields the watcher reads; serde skips the rest). For watchers that need a few
+    /// fields of many large objects, as Kubernetes' metadata-only informers.
+    pub async fn watch_as<V: serde::de::DeserializeOwned>(
+        &self,
+        params: &ListParams,
+        resource_version: &str,
+    ) -> Result<impl Stream<Item = Result<WatchEvent<V>, ClientError>> + use<T, V>, ClientError>
+    {
         let stream = self
             .client
             .watch_raw(self.target("", ""), params, resource_version)
             .await?;
-        Ok(stream.map(|r| r.and_then(decode_event::<T>)))
+        Ok(stream.map(|r| r.and_then(decode_event::<V>)))
     }
 }
 
 /// Decodes one raw watch event.
-pub fn decode_event<T: Resource>(e: proto::WatchEvent) -> Result<WatchEvent<T>, ClientError> {
+pub fn decode_event<T: serde::de::DeserializeOwned>(
+    e: proto::WatchEvent,
+) -> Result<WatchEvent<T>, ClientError> {
     Ok(match e.r#type.as_str() {
         "ADDED" => WatchEvent::Added(serde_json::from_slice(&e.object)?),
         "MODIFIED" => WatchEvent::Modified(serde_json::from_slice(&e.object)?),

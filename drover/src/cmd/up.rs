@@ -143,11 +143,13 @@ pub async fn run_up(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
     let client = Client::new(&client_cfg)?;
 
     // The other components of the control plane start here, each as a task on this runtime,
-    // against the API server above (scheduler, controllers, the node agents).
+    // against the API server above (scheduler, controllers, the node agents). The scheduler and
+    // the controllers each get their own connection, as in their own processes: one HTTP/2
+    // connection is served by one task, so sharing it would serialise their requests.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut components: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     components.push(tokio::spawn(super::controllers::run_in_process(
-        client.clone(),
+        Client::new(&client_cfg)?,
     )));
     let state_root = match &args.apiserver.data_dir {
         // Next to the data directory, so that two `drover up`s with their own data directories
@@ -164,9 +166,9 @@ pub async fn run_up(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
         stop_rx,
     )
     .await?;
-    components.push(tokio::spawn(super::scheduler::run_in_process(
-        client.clone(),
-    )));
+    components.push(tokio::spawn(super::scheduler::run_in_process(Client::new(
+        &client_cfg,
+    )?)));
 
     if args.demo {
         let lines = super::apply::apply_text(&client, DEMO_MANIFEST, "demo.yaml").await?;
