@@ -167,6 +167,51 @@ struct Watcher {
 /// One kind's objects by `(namespace, name)`.
 type KindObjects = BTreeMap<(String, String), Arc<CachedObject>>;
 
+/// A `(namespace, name)` key, owned or borrowed, so that lookups in [`KindObjects`] need not
+/// build an owned key (two allocations on every read and write of an object).
+trait ObjectKey {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl ObjectKey for (String, String) {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl ObjectKey for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn ObjectKey + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn ObjectKey + 'a) {
+        self
+    }
+}
+
+// Ordered as the owned tuple is, as `Borrow` requires.
+impl PartialEq for dyn ObjectKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn ObjectKey + '_ {}
+
+impl PartialOrd for dyn ObjectKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn ObjectKey + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
 struct State {
     /// Revision of the last applied batch.
     rev: u64,
@@ -331,14 +376,21 @@ impl WatchCache {
         let mut st = self.write();
         let mut slow = Vec::new();
         for (rev, kind, obj) in decoded {
-            let k = (obj.namespace().to_string(), obj.name().to_string());
             let map = st.objects.entry(obj.kind.clone()).or_default();
+            let key: &dyn ObjectKey = &(obj.namespace(), obj.name());
             let (etype, prev) = match kind {
-                ChangeKind::Put => match map.insert(k, obj.clone()) {
-                    Some(prev) => (EventType::Modified, Some(prev)),
-                    None => (EventType::Added, None),
+                ChangeKind::Put => match map.get_mut(key) {
+                    Some(slot) => (
+                        EventType::Modified,
+                        Some(std::mem::replace(slot, obj.clone())),
+                    ),
+                    None => {
+                        let k = (obj.namespace().to_string(), obj.name().to_string());
+                        map.insert(k, obj.clone());
+                        (EventType::Added, None)
+                    }
                 },
-                ChangeKind::Delete => (EventType::Deleted, map.remove(&k)),
+                ChangeKind::Delete => (EventType::Deleted, map.remove(key)),
             };
             let event = Arc::new(CacheEvent {
                 rev,
@@ -415,7 +467,7 @@ impl WatchCache {
         self.read()
             .objects
             .get(kind)?
-            .get(&(namespace.to_string(), name.to_string()))
+            .get(&(namespace, name) as &dyn ObjectKey)
             .cloned()
     }
 
