@@ -5,6 +5,7 @@
 use drover_api::client::{Api, Client, ClientConfig};
 use drover_api::core::Namespace;
 use drover_apiserver::{RunningServer, ServerConfig};
+use drover_nodeagent::HollowCluster;
 use drover_scheduler::SchedulerConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -35,6 +36,8 @@ pub struct Cluster {
     /// Where the client connects, and its token (the REST transport uses them).
     pub config: ClientConfig,
     pub in_process: bool,
+    /// Hollow node agents serving the nodes (`--hollow`); stopped first by [`Cluster::shutdown`].
+    pub hollow: Option<HollowCluster>,
     server: Option<RunningServer>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
@@ -45,6 +48,7 @@ impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
             .field("server", &self.client.server())
+            .field("hollow", &self.hollow)
             .finish()
     }
 }
@@ -57,6 +61,7 @@ impl Cluster {
                 client: Client::new(cfg)?,
                 config: cfg.clone(),
                 in_process: false,
+                hollow: None,
                 server: None,
                 tasks: vec![],
                 stop,
@@ -101,6 +106,7 @@ impl Cluster {
             client,
             config,
             in_process: true,
+            hollow: None,
             server: Some(server),
             tasks,
             stop,
@@ -119,6 +125,9 @@ impl Cluster {
     }
 
     pub async fn shutdown(mut self) {
+        if let Some(h) = self.hollow.take() {
+            h.shutdown().await;
+        }
         let _ = self.stop.send(true);
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;

@@ -20,6 +20,7 @@ fn spec(nodes: usize, rack_size: usize) -> ClusterSpec {
             zones: 10,
             rack_size,
         },
+        hollow: false,
         cluster: ClusterOptions {
             // A pod turned away while its constraint's peers are still being bound waits for
             // the unschedulable flush (60 s by default); these tests check the harness, not

@@ -10,7 +10,7 @@ use drover_scheduler::testing::selector;
 use serde::Serialize;
 
 use super::throughput::run_rows;
-use super::{ClusterSpec, setup};
+use super::{ClusterSpec, agents_row, setup};
 use crate::plot::Chart;
 use crate::podrun::{PodRunSummary, RunOptions, run_pods};
 use crate::report::{Report, Table, num};
@@ -51,6 +51,7 @@ impl Options {
             ),
             ("concurrency".into(), self.run.concurrency.to_string()),
             ("rate".into(), self.run.rate.to_string()),
+            self.cluster.hollow_param(),
         ]
     }
 }
@@ -68,6 +69,9 @@ pub struct ConstraintsReport {
     pub nodes: usize,
     pub pods_per_run: usize,
     pub in_process: bool,
+    /// Whether hollow node agents served the nodes.
+    #[serde(default)]
+    pub hollow: bool,
     pub setup_s: f64,
     pub runs: Vec<SubRun>,
 }
@@ -237,6 +241,7 @@ pub async fn run(opts: &Options, progress: &Progress) -> Result<ConstraintsRepor
         nodes: opts.cluster.nodes,
         pods_per_run: opts.pods,
         in_process,
+        hollow: opts.cluster.hollow,
         setup_s,
         runs,
     })
@@ -297,7 +302,9 @@ impl Report for ConstraintsReport {
         }
         let mut detail = vec![t];
         if let Some(r) = self.runs.first() {
-            detail.push(Table::figures("first sub-run in detail", &run_rows(&r.run)));
+            let mut rows = vec![agents_row(self.hollow)];
+            rows.extend(run_rows(&r.run));
+            detail.push(Table::figures("first sub-run in detail", &rows));
         }
         detail
     }

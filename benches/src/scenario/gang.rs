@@ -25,7 +25,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::throughput::run_rows;
-use super::{ClusterSpec, ms, setup};
+use super::{ClusterSpec, agents_row, ms, setup};
 use crate::plot::Chart;
 use crate::podrun::{PodRunSummary, RunOptions, run_pods, watch_bindings};
 use crate::report::{Report, Table, num};
@@ -69,6 +69,7 @@ impl Options {
                 "burst-allowance-ms".into(),
                 self.burst_allowance.as_millis().to_string(),
             ),
+            self.cluster.hollow_param(),
         ]
     }
 
@@ -96,6 +97,9 @@ pub struct GangResult {
 pub struct GangReport {
     pub nodes: usize,
     pub in_process: bool,
+    /// Whether hollow node agents served the nodes.
+    #[serde(default)]
+    pub hollow: bool,
     pub setup_s: f64,
     pub load: PodRunSummary,
     pub gang_size: usize,
@@ -136,6 +140,7 @@ pub async fn run(opts: &Options, progress: &Progress) -> Result<GangReport, Benc
     Ok(GangReport {
         nodes: opts.cluster.nodes,
         in_process,
+        hollow: opts.cluster.hollow,
         setup_s,
         load,
         gang_size: opts.gang_size,
@@ -289,6 +294,7 @@ impl Report for GangReport {
                     "remote (--server)".into()
                 },
             ),
+            agents_row(self.hollow),
             (
                 "gang",
                 format!(

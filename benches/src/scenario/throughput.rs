@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{ClusterSpec, ms, setup};
+use super::{ClusterSpec, agents_row, ms, setup};
 use crate::plot::Chart;
 use crate::podrun::{PodRunSummary, RunOptions, run_pods};
 use crate::report::{Report, Table, num};
@@ -32,6 +32,7 @@ impl Options {
             ("seed".into(), self.seed.to_string()),
             ("concurrency".into(), self.run.concurrency.to_string()),
             ("rate".into(), self.run.rate.to_string()),
+            self.cluster.hollow_param(),
         ]
     }
 }
@@ -43,6 +44,9 @@ pub struct ThroughputReport {
     pub profile: String,
     pub shape_mix: String,
     pub in_process: bool,
+    /// Whether hollow node agents served the nodes.
+    #[serde(default)]
+    pub hollow: bool,
     pub setup_s: f64,
     /// GPU thousandths the workload asks for, and the cluster has.
     pub gpu_demand_milli: u64,
@@ -50,6 +54,10 @@ pub struct ThroughputReport {
     /// API server falls behind, rather than slowing its bindings).
     #[serde(default)]
     pub scheduled_events: Option<usize>,
+    /// With `--hollow`: pods the agents had reported Running or Succeeded when the last pod was
+    /// bound (the agents start pods after their binding, so the last few may still be Pending).
+    #[serde(default)]
+    pub pods_started: Option<usize>,
     pub run: PodRunSummary,
 }
 
@@ -66,6 +74,11 @@ pub async fn run(opts: &Options, progress: &Progress) -> Result<ThroughputReport
         .collect();
     let result = run_pods(&cluster.client, &ns, pods, &opts.run, progress).await;
     let scheduled_events = count_events(&cluster.client, &ns, "Scheduled").await;
+    let pods_started = if opts.cluster.hollow {
+        count_started(&cluster.client, &ns).await
+    } else {
+        None
+    };
     let in_process = cluster.in_process;
     cluster.shutdown().await;
     let run = result?;
@@ -75,9 +88,11 @@ pub async fn run(opts: &Options, progress: &Progress) -> Result<ThroughputReport
         profile: opts.cluster.profile.clone(),
         shape_mix: opts.shape_mix.text.clone(),
         in_process,
+        hollow: opts.cluster.hollow,
         setup_s,
         gpu_demand_milli,
         scheduled_events,
+        pods_started,
         run: run.summary(true),
     })
 }
@@ -95,6 +110,18 @@ async fn count_events(
         .await
         .ok()?;
     Some(list.items.iter().filter(|e| e.reason == reason).count())
+}
+
+/// Pods in `namespace` that a node agent reported Running or Succeeded (`None` if they cannot
+/// be listed).
+async fn count_started(client: &drover_api::client::Client, namespace: &str) -> Option<usize> {
+    use drover_api::core::pod_phase::{RUNNING, SUCCEEDED};
+    let api = client.namespaced::<drover_api::core::Pod>(namespace);
+    super::hollow::count_paged(&api, |p| {
+        p.status.phase == RUNNING || p.status.phase == SUCCEEDED
+    })
+    .await
+    .ok()
 }
 
 /// The figures of one batch of pods as table rows.
@@ -132,6 +159,7 @@ impl Report for ThroughputReport {
                     "remote (--server)".into()
                 },
             ),
+            agents_row(self.hollow),
             ("setup s (start + nodes)", num(self.setup_s, 1)),
             (
                 "GPU demand (GPUs)",
@@ -141,6 +169,12 @@ impl Report for ThroughputReport {
         rows.extend(run_rows(&self.run));
         if let Some(n) = self.scheduled_events {
             rows.push(("Scheduled events written (rest shed)", num(n as f64, 0)));
+        }
+        if let Some(n) = self.pods_started {
+            rows.push((
+                "pods Running/Succeeded (agent status) at end",
+                num(n as f64, 0),
+            ));
         }
         if let Some(e) = &self.run.first_error {
             rows.push(("first create error", e.clone()));

@@ -73,6 +73,13 @@ pub struct ClusterArgs {
     /// saturation; 0 creates as fast as the creators can (throughput).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Serve the nodes by hollow node agents in this process (simulated devices of the profile,
+    /// leases renewed every 10 s, every bound pod run by the simulated runtime with its status
+    /// written) instead of bare Node objects. In process only: not with --server.
+    /// (`--hollow true|false` is accepted too: the parameters line prints it so.)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub hollow: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -197,6 +204,7 @@ impl ClusterArgs {
                 zones: self.zones,
                 rack_size: self.rack_size,
             },
+            hollow: self.hollow,
             cluster: ClusterOptions {
                 server,
                 scheduler,
