@@ -80,6 +80,11 @@ impl ClientError {
     }
 }
 
+/// Receive window of each stream (a watch, a request) on a client connection.
+const STREAM_WINDOW_BYTES: u32 = 1 << 20;
+/// Receive window of a whole client connection.
+const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
+
 /// A connection to one API server.
 #[derive(Clone)]
 pub struct Client {
@@ -123,7 +128,11 @@ impl Client {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true);
+            .keep_alive_while_idle(true)
+            // HTTP/2's default 64 KiB windows make a busy watch stop every 32 KiB until the
+            // client's WINDOW_UPDATE arrives; objects are a few KiB and watches carry many.
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
         let channel = endpoint.connect_lazy();
         let grpc = proto::api_client::ApiClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
