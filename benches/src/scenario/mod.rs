@@ -7,6 +7,7 @@ pub mod gang;
 pub mod hollow;
 pub mod openb;
 pub mod philly;
+pub mod philly_live;
 pub mod throughput;
 
 use std::time::Instant;

@@ -14,6 +14,10 @@
 //!   placed whole or skipped, and smaller work behind it goes ahead).
 //! - `fifo`: a strict FIFO admission gate in the harness (the scheduler has no FIFO mode):
 //!   only the head of the queue may be placed; while it does not fit, nothing behind it runs.
+//!
+//! [`super::philly_live`] replays the same jobs through the real control plane on hollow nodes
+//! (`--live`), sharing the parsing, the job split ([`job_pods`]) and the figures
+//! ([`policy_result`]) with this file.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -36,6 +40,8 @@ use crate::{BenchError, Progress};
 pub const DEFAULT_JOBS: &str = "philly/philly_jobs_normalized.csv";
 pub const DEFAULT_NODES: &str = "philly/philly_vc_nodes_from_HeliosArtifact.csv";
 pub const POLICIES: &[&str] = &["drover", "fifo"];
+/// [`PhillyReport::time_unit`] of the simulator: the replay's own (compressed) seconds.
+pub const COMPRESSED: &str = "compressed seconds";
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -144,9 +150,13 @@ pub struct PolicyResult {
     pub policy: String,
     pub jobs_done: usize,
     pub jobs_unplaceable: usize,
-    /// Job completion time (submit → finish), compressed seconds.
+    /// Jobs that were submitted but had not completed when the replay ended (live mode only:
+    /// the simulator runs every placeable job to its end).
+    #[serde(default)]
+    pub jobs_not_done: usize,
+    /// Job completion time (submit → finish) of the completed jobs, in the report's time unit.
     pub jct_s: Summary,
-    /// Queueing delay (submit → start), compressed seconds.
+    /// Queueing delay (submit → start) of the completed jobs, in the report's time unit.
     pub queueing_s: Summary,
     pub makespan_s: f64,
     /// Time-weighted mean GPU allocation from the first submit to the last finish.
@@ -166,10 +176,25 @@ pub struct PhillyReport {
     pub gpus: usize,
     pub jobs: usize,
     pub time_compression: f64,
+    /// What the times are in: [`COMPRESSED`] seconds, or trace seconds (live mode).
+    #[serde(default)]
+    pub time_unit: String,
     pub results: Vec<PolicyResult>,
 }
 
-pub fn run(opts: &Options, progress: &Progress) -> Result<PhillyReport, BenchError> {
+/// The jobs of `opts` (the first `max_jobs`, times divided by the compression) and the node
+/// count, after checking the options.
+pub fn load(opts: &Options) -> Result<(Vec<Job>, usize), BenchError> {
+    if let Some(p) = opts
+        .policies
+        .iter()
+        .find(|p| !POLICIES.contains(&p.as_str()))
+    {
+        return Err(BenchError::Invalid(format!(
+            "policy {p:?}: expected one of {}",
+            POLICIES.join(", ")
+        )));
+    }
     let mut jobs = parse_jobs(&read(&opts.jobs_csv)?, &opts.jobs_csv.display().to_string())?;
     if let Some(n) = opts.max_jobs {
         jobs.truncate(n);
@@ -189,31 +214,32 @@ pub fn run(opts: &Options, progress: &Progress) -> Result<PhillyReport, BenchErr
         j.submit_s /= f;
         j.duration_s /= f;
     }
-    let mut results = Vec::new();
-    for p in &opts.policies {
-        if !POLICIES.contains(&p.as_str()) {
-            return Err(BenchError::Invalid(format!(
-                "policy {p:?}: expected one of {}",
-                POLICIES.join(", ")
-            )));
-        }
-        results.push(replay(&jobs, nodes, p == "fifo", p, progress));
-    }
+    Ok((jobs, nodes))
+}
+
+pub fn run(opts: &Options, progress: &Progress) -> Result<PhillyReport, BenchError> {
+    let (jobs, nodes) = load(opts)?;
+    let results = opts
+        .policies
+        .iter()
+        .map(|p| replay(&jobs, nodes, p == "fifo", p, progress))
+        .collect();
     Ok(PhillyReport {
         mode: "simulator, virtual clock".into(),
         nodes,
         gpus: nodes * 8,
         jobs: jobs.len(),
-        time_compression: f,
+        time_compression: opts.time_compression,
+        time_unit: COMPRESSED.into(),
         results,
     })
 }
 
-/// A job's start and end, once placed.
-#[derive(Clone, Copy, Debug, Default)]
-struct Run {
-    start: f64,
-    end: f64,
+/// A job's start (all its pods placed) and end (all finished).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Run {
+    pub start: f64,
+    pub end: f64,
 }
 
 /// Replays `jobs` (times already compressed) on `nodes` 8-GPU nodes.
@@ -238,10 +264,8 @@ pub fn replay(
     let mut ends: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
     let mut next = 0usize;
     let mut used: u32 = 0;
-    let mut util: Vec<(f64, f64)> = Vec::new();
+    let mut usage: Vec<(f64, u32)> = Vec::new();
     let (mut decisions, mut decision_time) = (0usize, 0f64);
-    let mut area = 0.0;
-    let mut last_t = jobs.first().map_or(0.0, |j| j.submit_s);
     loop {
         let t_arr = jobs.get(next).map(|j| j.submit_s);
         let t_end = ends.peek().map(|Reverse((t, _))| *t as f64 / 1e6);
@@ -251,8 +275,6 @@ pub fn replay(
             (None, Some(e)) => e,
             (Some(a), Some(e)) => a.min(e),
         };
-        area += f64::from(used) * (t - last_t);
-        last_t = t;
         while let Some(Reverse((te, j))) = ends.peek().copied() {
             if te as f64 / 1e6 > t {
                 break;
@@ -314,94 +336,139 @@ pub fn replay(
             }
             i += 1;
         }
-        if util
-            .last()
-            .is_none_or(|p: &(f64, f64)| p.1 != f64::from(used) / f64::from(total_gpus))
-        {
-            util.push((t, f64::from(used) / f64::from(total_gpus)));
+        if usage.last().is_none_or(|p| p.1 != used) {
+            usage.push((t, used));
         }
     }
     progress.finish();
-    let first = jobs.first().map_or(0.0, |j| j.submit_s);
-    let done: Vec<(usize, Run)> = runs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.map(|r| (i, r)))
-        .collect();
-    let makespan = done.iter().map(|(_, r)| r.end).fold(first, f64::max) - first;
-    let thin = util.len().div_ceil(1000).max(1);
     PolicyResult {
-        policy: policy.into(),
-        jobs_done: done.len(),
         jobs_unplaceable: unplaceable,
-        jct_s: Summary::of(
-            done.iter()
-                .map(|(i, r)| r.end - jobs[*i].submit_s)
-                .collect(),
-        ),
-        queueing_s: Summary::of(
-            done.iter()
-                .map(|(i, r)| r.start - jobs[*i].submit_s)
-                .collect(),
-        ),
-        makespan_s: makespan,
-        gpu_utilisation: area / (f64::from(total_gpus) * makespan.max(1e-9)),
         decisions,
         decision_us_mean: decision_time * 1e6 / decisions.max(1) as f64,
         wall_s: wall.elapsed().as_secs_f64(),
-        utilisation_over_time: util
+        ..policy_result(policy, jobs, &runs, &usage, total_gpus, 1.0)
+    }
+}
+
+/// The figures of one replay: `runs[i]` is job `i`'s run if it completed, `usage` the GPUs in
+/// use from each time on (ascending times), all in the jobs' (compressed) seconds; reported
+/// times are multiplied by `scale`. The counts the caller knows best (unplaceable, decisions,
+/// wall time) are left at zero.
+pub fn policy_result(
+    policy: &str,
+    jobs: &[Job],
+    runs: &[Option<Run>],
+    usage: &[(f64, u32)],
+    total_gpus: u32,
+    scale: f64,
+) -> PolicyResult {
+    let first = jobs.first().map_or(0.0, |j| j.submit_s);
+    let done: Vec<(&Job, Run)> = jobs
+        .iter()
+        .zip(runs)
+        .filter_map(|(j, r)| r.map(|r| (j, r)))
+        .collect();
+    let end = done.iter().map(|(_, r)| r.end).fold(first, f64::max);
+    let makespan = end - first;
+    // GPU-seconds in use up to the last completion: each step lasts until the next one.
+    let area: f64 = usage
+        .iter()
+        .zip(usage.iter().skip(1).map(|u| u.0).chain([end]))
+        .map(|((t, used), next)| f64::from(*used) * (next.min(end) - t).max(0.0))
+        .sum();
+    let total = f64::from(total_gpus.max(1));
+    let thin = usage.len().div_ceil(1000).max(1);
+    let jct: Vec<f64> = done
+        .iter()
+        .map(|(j, r)| (r.end - j.submit_s) * scale)
+        .collect();
+    PolicyResult {
+        policy: policy.into(),
+        jobs_done: done.len(),
+        jobs_unplaceable: 0,
+        jobs_not_done: 0,
+        jct_s: Summary::of(jct.clone()),
+        queueing_s: Summary::of(
+            done.iter()
+                .map(|(j, r)| (r.start - j.submit_s) * scale)
+                .collect(),
+        ),
+        makespan_s: makespan * scale,
+        gpu_utilisation: area / (total * makespan.max(1e-9)),
+        decisions: 0,
+        decision_us_mean: 0.0,
+        wall_s: 0.0,
+        utilisation_over_time: usage
             .iter()
             .step_by(thin)
-            .map(|(t, u)| (t - first, *u))
+            .map(|(t, u)| ((t - first) * scale, f64::from(*u) / total))
             .collect(),
-        jct_cdf_s: stats::cdf_values(
-            done.iter()
-                .map(|(i, r)| r.end - jobs[*i].submit_s)
-                .collect(),
-            400,
-        ),
+        jct_cdf_s: stats::cdf_values(jct, 400),
     }
 }
 
 /// Places a job's pods (a gang when more than one), all or nothing.
 fn place(sim: &mut Simulator, j: &Job) -> bool {
-    let gpus = j.pod_gpus();
-    let pods: Vec<Pod> = gpus
-        .iter()
-        .enumerate()
-        .map(|(k, g)| Shape::Gpu(*g).pod("philly", &format!("j{}-{k}", j.idx)))
-        .collect();
-    if pods.len() == 1 {
-        return pods
+    let (group, pods) = job_pods("philly", j);
+    let n = pods.len();
+    match group {
+        None => pods
             .into_iter()
             .next()
-            .is_some_and(|p| sim.schedule(p).is_ok());
+            .is_some_and(|p| sim.schedule(p).is_ok()),
+        Some(group) => sim.schedule_gang(&group, pods).is_ok_and(|p| p.len() == n),
     }
-    let group = PodGroup::new("philly", format!("j{}", j.idx), pods.len() as i32);
-    let pods: Vec<Pod> = pods
-        .into_iter()
-        .map(|mut p| {
-            p.metadata.labels.insert(
-                drover_api::scheduling::POD_GROUP_LABEL.into(),
-                format!("j{}", j.idx),
-            );
-            p
-        })
+}
+
+/// A job's pods, `j<idx>-<k>` with the GPUs of [`Job::pod_gpus`], and for more than one pod
+/// their PodGroup `j<idx>` (minMember: all of them), which the pods name by label.
+pub fn job_pods(namespace: &str, j: &Job) -> (Option<PodGroup>, Vec<Pod>) {
+    let mut pods: Vec<Pod> = j
+        .pod_gpus()
+        .iter()
+        .enumerate()
+        .map(|(k, g)| Shape::Gpu(*g).pod(namespace, &format!("j{}-{k}", j.idx)))
         .collect();
-    sim.schedule_gang(&group, pods)
-        .is_ok_and(|p| p.len() == gpus.len())
+    if pods.len() == 1 {
+        return (None, pods);
+    }
+    let name = format!("j{}", j.idx);
+    for p in &mut pods {
+        p.metadata
+            .labels
+            .insert(drover_api::scheduling::POD_GROUP_LABEL.into(), name.clone());
+    }
+    let group = PodGroup::new(namespace, name, pods.len() as i32);
+    (Some(group), pods)
+}
+
+impl PhillyReport {
+    /// The unit of the times (reports written before it was recorded are the simulator's).
+    fn unit(&self) -> &str {
+        if self.time_unit.is_empty() {
+            COMPRESSED
+        } else {
+            &self.time_unit
+        }
+    }
 }
 
 impl Report for PhillyReport {
     fn tables(&self) -> Vec<Table> {
         let mut t = Table::new(
             format!(
-                "philly: {} jobs on {} nodes ({} GPUs), time compressed ×{} — {}",
-                self.jobs, self.nodes, self.gpus, self.time_compression, self.mode
+                "philly: {} jobs on {} nodes ({} GPUs), time compressed ×{} — {}; times in {}",
+                self.jobs,
+                self.nodes,
+                self.gpus,
+                self.time_compression,
+                self.mode,
+                self.unit()
             ),
             &[
                 "policy",
                 "done",
+                "not done",
                 "unplaceable",
                 "avg JCT s",
                 "p99 JCT s",
@@ -416,13 +483,19 @@ impl Report for PhillyReport {
             t.row([
                 r.policy.clone(),
                 num(r.jobs_done as f64, 0),
+                num(r.jobs_not_done as f64, 0),
                 num(r.jobs_unplaceable as f64, 0),
                 num(r.jct_s.mean, 1),
                 num(r.jct_s.p99, 1),
                 num(r.queueing_s.mean, 1),
                 num(r.queueing_s.p99, 1),
                 format!("{:.1}%", r.gpu_utilisation * 100.0),
-                num(r.decision_us_mean, 1),
+                // Only the simulator times its decisions.
+                if r.decisions == 0 {
+                    "-".into()
+                } else {
+                    num(r.decision_us_mean, 1)
+                },
                 num(r.wall_s, 1),
             ]);
         }
@@ -432,7 +505,7 @@ impl Report for PhillyReport {
     fn charts(&self) -> Vec<Chart> {
         let mut c = Chart::new(
             "GPU allocation over time",
-            "seconds (compressed)",
+            self.unit(),
             "fraction of GPUs allocated",
         );
         for r in &self.results {
@@ -440,7 +513,7 @@ impl Report for PhillyReport {
         }
         let mut jct = Chart::new(
             "job completion time CDF",
-            "JCT (s, compressed)",
+            &format!("JCT ({})", self.unit()),
             "fraction of jobs",
         );
         for r in &self.results {

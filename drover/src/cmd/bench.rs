@@ -167,7 +167,7 @@ pub struct PhillyArgs {
     /// Virtual clusters' node counts (default: philly/philly_vc_nodes_from_HeliosArtifact.csv there).
     #[arg(long)]
     pub nodes_csv: Option<PathBuf>,
-    /// Use this many 8-GPU nodes instead of the VC file's total.
+    /// Use this many 8-GPU nodes instead of the VC file's total (with --live: 64 by default).
     #[arg(long)]
     pub nodes: Option<usize>,
     /// Divide submit times and durations by this.
@@ -179,6 +179,15 @@ pub struct PhillyArgs {
     /// drover, fifo.
     #[arg(long, value_delimiter = ',', default_value = "drover,fifo")]
     pub policies: Vec<String>,
+    /// Replay through the real control plane on hollow nodes in this process, on the wall clock
+    /// (jobs run for duration ÷ compression), instead of the simulator: use a slice
+    /// (--max-jobs) and a large --time-compression. Not with --server.
+    #[arg(long)]
+    pub live: bool,
+    /// With --live: stop when nothing happened for this many seconds past every running pod's
+    /// expected end.
+    #[arg(long, default_value_t = scenario::philly_live::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    pub idle_timeout_s: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -363,6 +372,30 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
                 max_jobs: a.max_jobs,
                 policies: a.policies.clone(),
             };
+            if a.live {
+                anyhow::ensure!(
+                    server.is_none(),
+                    "philly --live starts its own control plane and hollow nodes in this \
+                     process; it cannot be used with --server"
+                );
+                let queue = scenario::philly_live::compressed_queue(a.time_compression);
+                let opts = scenario::philly_live::Options {
+                    trace: opts,
+                    cluster: ClusterOptions {
+                        scheduler: Some(drover_scheduler_config().with_queue(queue)),
+                        ..Default::default()
+                    },
+                    idle_timeout: Duration::from_secs(a.idle_timeout_s),
+                };
+                let params = opts.params();
+                start("philly", &params);
+                println!(
+                    "mode: live (API server, scheduler and hollow node agents in process, wall \
+                     clock; scheduler queue timers ÷ compression; times in trace seconds)"
+                );
+                let r = scenario::philly_live::run(&opts, &progress).await?;
+                return finish("philly", &params, &r, &args);
+            }
             let params = opts.params();
             start("philly", &params);
             println!(
