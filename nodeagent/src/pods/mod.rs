@@ -153,6 +153,14 @@ impl NodeContext {
         c: &Container,
     ) -> Result<Vec<String>, String> {
         let requests = c.resources.effective_requests();
+        // Devices are offered only for extended resources: a pod of cpu and memory alone needs
+        // no look at the inventory.
+        if !requests
+            .keys()
+            .any(|r| drover_api::quantity::is_extended_resource(r))
+        {
+            return Ok(Vec::new());
+        }
         let mut wanted: Vec<(String, i64)> = Vec::new();
         let discovery = match self.devices.discover() {
             Ok(d) => d,
