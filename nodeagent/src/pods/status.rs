@@ -236,8 +236,12 @@ async fn report_loop(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?retry, "cannot write the pod's status; will retry");
-                    // Wait, but take a newer status as soon as one arrives.
-                    let _ = tokio::time::timeout(retry, rx.changed()).await;
+                    // Wait, but take a newer status as soon as one arrives. Once the worker
+                    // has dropped its sender none will, and `changed` returns at once: sleep
+                    // then, or the retries would spin.
+                    if let Ok(Err(_)) = tokio::time::timeout(retry, rx.changed()).await {
+                        tokio::time::sleep(retry).await;
+                    }
                     retry = (retry * 2).min(STATUS_RETRY_MAX);
                 }
             }

@@ -165,6 +165,24 @@ async fn hollow_nodes_share_one_informer_and_run_simulated_pods() {
         .await;
     assert_eq!(terminated(&bad, "main").map(|t| t.exit_code), Some(2));
 
+    // The agents watch bound pods only; deleting a running one reaches its agent, which stops
+    // it and lets the API server remove it.
+    c.create_pod(mk("long", "hollow-2", "600", "0")).await;
+    c.wait_pod("long", "Running", |p| p.status.phase == "Running")
+        .await;
+    let pods = c.client.namespaced::<Pod>("default");
+    pods.delete("long", &Default::default())
+        .await
+        .expect("delete");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while pods.get_opt("long").await.expect("get").is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hollow agent did not stop the deleted pod"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Leases of every node are renewed by the one lease task.
     let leases = c.client.namespaced::<Lease>("kube-node-lease");
     let deadline = tokio::time::Instant::now() + WAIT;
