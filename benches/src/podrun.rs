@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use drover_api::client::{Api, Client, ListParams, WatchEvent};
+use drover_api::client::{Api, Client, ClientError, ListParams, WatchEvent};
 use drover_api::core::Pod;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use serde::Serialize;
 
 use crate::procstat::{self, Usage};
@@ -155,7 +156,7 @@ pub async fn run_pods(
     let total = pods.len();
     // The measuring watch and each group of creators have connections of their own, as
     // separate clients of a real cluster would.
-    let (seen, watcher) = watch_bindings(client.new_connection()?.namespaced(namespace)).await?;
+    let (seen, watcher) = watch_bindings(client, namespace).await?;
     let connections = (0..CREATOR_CONNECTIONS)
         .map(|_| {
             client
@@ -290,39 +291,75 @@ pub struct Bindings {
     pub rewatches: usize,
 }
 
-/// The fields of a pod the harness's watch reads. Decoding only these keeps the measuring
+/// The fields of a pod the harness's watches read. Decoding only these keeps the measuring
 /// watch's cost out of the figures it measures (a whole pod costs several times more).
-#[derive(Debug, serde::Deserialize)]
-struct PodView {
-    metadata: ViewMeta,
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct PodView {
+    pub metadata: ViewMeta,
     #[serde(default)]
-    spec: ViewSpec,
-}
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ViewMeta {
-    name: String,
+    pub spec: ViewSpec,
     #[serde(default)]
-    resource_version: String,
+    pub status: ViewStatus,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ViewSpec {
+pub struct ViewMeta {
+    pub name: String,
     #[serde(default)]
-    node_name: String,
+    pub resource_version: String,
 }
 
-/// Watches the pods of `api` and records first bindings until the task is aborted. The watch
-/// is established before this returns, and resumed whenever the server ends it.
-pub async fn watch_bindings(
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewSpec {
+    #[serde(default)]
+    pub node_name: String,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ViewStatus {
+    #[serde(default)]
+    pub phase: String,
+}
+
+/// The harness's watch of bound pods: on a connection of its own (it must not queue behind the
+/// creators), selecting bound pods only, decoding [`PodView`]s.
+pub struct BoundPodWatch {
     api: Api<Pod>,
+    params: ListParams,
+}
+
+impl BoundPodWatch {
+    pub fn new(client: &Client, namespace: &str) -> Result<Self, BenchError> {
+        Ok(BoundPodWatch {
+            api: client.new_connection()?.namespaced(namespace),
+            params: ListParams::default().fields(drover_api::core::BOUND_PODS_SELECTOR),
+        })
+    }
+
+    /// The watch from `resource_version` ("": the current state first).
+    pub async fn watch(
+        &self,
+        resource_version: &str,
+    ) -> Result<BoxStream<'static, Result<WatchEvent<PodView>, ClientError>>, BenchError> {
+        Ok(self
+            .api
+            .watch_as::<PodView>(&self.params, resource_version)
+            .await?
+            .boxed())
+    }
+}
+
+/// Watches the bound pods of `namespace` ([`BoundPodWatch`]) and records first bindings until
+/// the task is aborted. The watch is established before this returns, and resumed whenever the
+/// server ends it.
+pub async fn watch_bindings(
+    client: &Client,
+    namespace: &str,
 ) -> Result<(Arc<Mutex<Bindings>>, tokio::task::JoinHandle<()>), BenchError> {
-    // Only bound pods, as a node agent watches its own: the server sends a pod when it is
-    // bound (as ADDED) and not when it is created.
-    let params = ListParams::default().fields("spec.nodeName!=");
-    let first = api.watch_as::<PodView>(&params, "").await?.boxed();
+    let watch = BoundPodWatch::new(client, namespace)?;
+    let first = watch.watch("").await?;
     let seen = Arc::new(Mutex::new(Bindings::default()));
     let shared = seen.clone();
     let task = tokio::spawn(async move {
@@ -331,8 +368,8 @@ pub async fn watch_bindings(
         loop {
             let mut st = match stream.take() {
                 Some(s) => s,
-                None => match api.watch_as::<PodView>(&params, &rv).await {
-                    Ok(s) => s.boxed(),
+                None => match watch.watch(&rv).await {
+                    Ok(s) => s,
                     Err(_) => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;

@@ -21,6 +21,10 @@ pub const RACK_LABEL: &str = "drover.dev/rack";
 pub const DEFAULT_NODE_CONCURRENCY: usize = 64;
 
 /// The device profiles nodes can have (those of the simulated device plugins).
+/// The node profiles `--profile` accepts (each also a built-in simulated device profile, which
+/// `--hollow` nodes use).
+pub const PROFILES: &[&str] = &["h100-8", "a100-8", "l4-4", "cpu"];
+
 pub fn profile(name: &str) -> Result<Option<GpuProfile>, BenchError> {
     Ok(match name {
         "h100-8" => Some(GpuProfile::H100x8),
@@ -29,7 +33,8 @@ pub fn profile(name: &str) -> Result<Option<GpuProfile>, BenchError> {
         "cpu" => None,
         other => {
             return Err(BenchError::Invalid(format!(
-                "profile {other:?}: expected h100-8, a100-8, l4-4 or cpu"
+                "profile {other:?}: expected one of {}",
+                PROFILES.join(", ")
             )));
         }
     })

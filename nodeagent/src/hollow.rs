@@ -164,7 +164,7 @@ impl HollowCluster {
         let (tx, mut rx) = mpsc::unbounded_channel();
         // Bound pods only, as each real agent watches `spec.nodeName=<its node>`: pods waiting
         // for the scheduler are none of the nodes' business.
-        let bound = ListParams::default().fields("spec.nodeName!=");
+        let bound = ListParams::default().fields(drover_api::core::BOUND_PODS_SELECTOR);
         let informer = Informer::new(client.all::<Pod>(), bound).on_change(move |c| {
             let _ = tx.send(crate::agent::copy_change(c));
         });

@@ -19,6 +19,9 @@ use crate::scheduling::POD_GROUP_LABEL;
 
 /// The scheduler that places pods which name none.
 pub const DEFAULT_SCHEDULER_NAME: &str = "drover";
+/// The field selector of pods bound to some node: what node agents serving many nodes and
+/// binding watchers select (one agent selects `spec.nodeName=<its node>`).
+pub const BOUND_PODS_SELECTOR: &str = "spec.nodeName!=";
 /// Seconds between SIGTERM and SIGKILL when a pod names none.
 pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
 

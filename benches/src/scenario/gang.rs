@@ -181,7 +181,7 @@ async fn run_on(
 
     let ns = format!("gang-{id}");
     cluster.ensure_namespace(&ns).await?;
-    let (seen, watcher) = watch_bindings(cluster.client.namespaced(&ns)).await?;
+    let (seen, watcher) = watch_bindings(&cluster.client, &ns).await?;
     let groups: Api<PodGroup> = cluster.client.namespaced(&ns);
     let pods_api: Api<Pod> = cluster.client.namespaced(&ns);
     let label_key = opts.label_key();

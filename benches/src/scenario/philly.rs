@@ -103,6 +103,7 @@ fn read(path: &PathBuf) -> Result<String, BenchError> {
 /// Parses the jobs file (header first), sorted by submit time.
 pub fn parse_jobs(text: &str, path: &str) -> Result<Vec<Job>, BenchError> {
     let mut jobs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (n, line) in text
         .lines()
         .enumerate()
@@ -117,8 +118,15 @@ pub fn parse_jobs(text: &str, path: &str) -> Result<Vec<Job>, BenchError> {
         if f.len() < 4 {
             return Err(bad("expected job_idx,submit_s,duration_s,num_gpus,vc"));
         }
+        let idx = f[0].parse().map_err(|_| bad("job_idx"))?;
+        // A job's pods are named after its index: two jobs with one index would collide.
+        if !seen.insert(idx) {
+            return Err(bad(&format!(
+                "job_idx {idx} appears twice: expected unique job_idx"
+            )));
+        }
         jobs.push(Job {
-            idx: f[0].parse().map_err(|_| bad("job_idx"))?,
+            idx,
             submit_s: f[1].parse().map_err(|_| bad("submit_s"))?,
             duration_s: f[2].parse().map_err(|_| bad("duration_s"))?,
             gpus: f[3].parse().map_err(|_| bad("num_gpus"))?,
@@ -550,5 +558,15 @@ mod tests {
         .unwrap();
         assert_eq!(jobs[0].idx, 0);
         assert_eq!(parse_node_count("vc,node num\na,3\nb,4\n", "x").unwrap(), 7);
+        let twice = parse_jobs(
+            "job_idx,submit_s,duration_s,num_gpus,vc\n1,5,10,2,a\n1,6,3,1,b\n",
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            twice.contains("line 3") && twice.contains("job_idx 1"),
+            "{twice}"
+        );
     }
 }

@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use drover_api::client::{Api, Client, ClientError, ListParams, WatchEvent};
+use drover_api::client::{Client, ClientError, WatchEvent};
 use drover_api::core::{Pod, pod_phase, restart_policy};
 use drover_api::scheduling::PodGroup;
 use drover_nodeagent::runtime::simulated::SIM_DURATION_ANNOTATION;
@@ -40,6 +40,7 @@ use super::philly::{self, Job, PhillyReport, PolicyResult, Run};
 use super::{ClusterSpec, setup};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::plot::Chart;
+use crate::podrun::{BoundPodWatch, PodView};
 use crate::report::{Report, Table, num};
 use crate::workload::Layout;
 use crate::{BenchError, Progress};
@@ -229,11 +230,10 @@ impl Replay<'_> {
         let ns = format!("philly-{}-{}", self.policy, crate::cluster::run_id());
         cluster.ensure_namespace(&ns).await?;
         // The watch and the creators have connections of their own (the hollow agents too).
-        let watch_api: Api<Pod> = cluster.client.new_connection()?.namespaced(&ns);
-        let creator = cluster.client.new_connection()?;
         // Only bound pods: the server sends a pod when it is bound (as ADDED), then its status.
-        let params = ListParams::default().fields("spec.nodeName!=");
-        let mut stream = watch_api.watch_as::<PodView>(&params, "").await?.boxed();
+        let watch = BoundPodWatch::new(&cluster.client, &ns)?;
+        let creator = cluster.client.new_connection()?;
+        let mut stream = watch.watch("").await?;
         let mut rv = String::new();
         let mut creators = tokio::task::JoinSet::new();
         let mut run = LiveRun::new(self);
@@ -259,10 +259,7 @@ impl Replay<'_> {
                         // Resume from the last version seen, or (expired) from the current state:
                         // repeats of what was seen change nothing in the tracker.
                         run.live.rewatches += 1;
-                        stream = match watch_api.watch_as::<PodView>(&params, &rv).await {
-                            Ok(s) => s.boxed(),
-                            Err(_) => watch_api.watch_as::<PodView>(&params, "").await?.boxed(),
-                        };
+                        stream = rewatch(&watch, &rv).await;
                     }
                 },
                 Some(done) = creators.join_next() => {
@@ -437,35 +434,20 @@ impl<'a> LiveRun<'a> {
     }
 }
 
-/// The fields of a pod the harness's watch reads.
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct PodView {
-    pub metadata: ViewMeta,
-    #[serde(default)]
-    pub spec: ViewSpec,
-    #[serde(default)]
-    pub status: ViewStatus,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ViewMeta {
-    pub name: String,
-    #[serde(default)]
-    pub resource_version: String,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ViewSpec {
-    #[serde(default)]
-    pub node_name: String,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct ViewStatus {
-    #[serde(default)]
-    pub phase: String,
+/// The watch again after the server ended it: from `rv`, or (expired) from the current state;
+/// while the server does not answer, every 100 ms (the run's own idle timeout ends it).
+async fn rewatch(
+    watch: &BoundPodWatch,
+    rv: &str,
+) -> futures::stream::BoxStream<'static, Result<WatchEvent<PodView>, ClientError>> {
+    loop {
+        for from in [rv, ""] {
+            if let Ok(s) = watch.watch(from).await {
+                return s;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// One pod of a submitted job.
@@ -663,6 +645,7 @@ impl Report for LiveReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::podrun::{ViewMeta, ViewSpec, ViewStatus};
 
     fn view(name: &str, node: &str, phase: &str) -> PodView {
         PodView {

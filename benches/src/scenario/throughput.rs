@@ -64,7 +64,6 @@ pub struct ThroughputReport {
 pub async fn run(opts: &Options, progress: &Progress) -> Result<ThroughputReport, BenchError> {
     let (cluster, _prefix, setup_s) = setup(&opts.cluster, progress).await?;
     let ns = format!("tp-{}", crate::cluster::run_id());
-    cluster.ensure_namespace(&ns).await?;
     let shapes = opts.shape_mix.draw(opts.pods, opts.seed);
     let gpu_demand_milli = shapes.iter().map(|s| s.gpu_milli()).sum();
     let pods = shapes
@@ -72,7 +71,11 @@ pub async fn run(opts: &Options, progress: &Progress) -> Result<ThroughputReport
         .enumerate()
         .map(|(i, s)| s.pod(&ns, &format!("p-{i}")))
         .collect();
-    let result = run_pods(&cluster.client, &ns, pods, &opts.run, progress).await;
+    // Past this point an error still shuts the cluster (and its hollow nodes) down.
+    let result = match cluster.ensure_namespace(&ns).await {
+        Ok(()) => run_pods(&cluster.client, &ns, pods, &opts.run, progress).await,
+        Err(e) => Err(e),
+    };
     let scheduled_events = count_events(&cluster.client, &ns, "Scheduled").await;
     let pods_started = if opts.cluster.hollow {
         count_started(&cluster.client, &ns).await

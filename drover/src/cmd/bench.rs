@@ -373,11 +373,6 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
                 policies: a.policies.clone(),
             };
             if a.live {
-                anyhow::ensure!(
-                    server.is_none(),
-                    "philly --live starts its own control plane and hollow nodes in this \
-                     process; it cannot be used with --server"
-                );
                 let queue = scenario::philly_live::compressed_queue(a.time_compression);
                 let opts = scenario::philly_live::Options {
                     trace: opts,
