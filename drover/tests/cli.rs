@@ -577,3 +577,21 @@ fn get_watch_streams_changes() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn philly_flags_that_need_or_exclude_live_are_refused() {
+    let o = bare()
+        .args(["bench", "philly", "--idle-timeout-s", "5"])
+        .output()
+        .expect("run drover");
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("--live"), "{e}");
+    let o = bare()
+        .args(["bench", "philly", "--live", "--nodes-csv", "x.csv"])
+        .output()
+        .expect("run drover");
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("--live") && e.contains("--nodes-csv"), "{e}");
+}

@@ -165,7 +165,8 @@ pub struct PhillyArgs {
     #[arg(long)]
     pub jobs_csv: Option<PathBuf>,
     /// Virtual clusters' node counts (default: philly/philly_vc_nodes_from_HeliosArtifact.csv there).
-    #[arg(long)]
+    /// Not with --live, whose node count is --nodes.
+    #[arg(long, conflicts_with = "live")]
     pub nodes_csv: Option<PathBuf>,
     /// Use this many 8-GPU nodes instead of the VC file's total (with --live: 64 by default).
     #[arg(long)]
@@ -185,9 +186,9 @@ pub struct PhillyArgs {
     #[arg(long)]
     pub live: bool,
     /// With --live: stop when nothing happened for this many seconds past every running pod's
-    /// expected end.
-    #[arg(long, default_value_t = scenario::philly_live::DEFAULT_IDLE_TIMEOUT.as_secs())]
-    pub idle_timeout_s: u64,
+    /// expected end (default: 30).
+    #[arg(long, requires = "live")]
+    pub idle_timeout_s: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -380,7 +381,10 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
                         scheduler: Some(drover_scheduler_config().with_queue(queue)),
                         ..Default::default()
                     },
-                    idle_timeout: Duration::from_secs(a.idle_timeout_s),
+                    idle_timeout: a.idle_timeout_s.map_or(
+                        scenario::philly_live::DEFAULT_IDLE_TIMEOUT,
+                        Duration::from_secs,
+                    ),
                 };
                 let params = opts.params();
                 start("philly", &params);
