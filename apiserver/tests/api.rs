@@ -610,6 +610,20 @@ async fn list_pages_with_limit_and_continue() {
         cont = Some(l.metadata.continue_token);
     }
     assert_eq!(seen, ["p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
+
+    // The client's paging: the same objects, in pages of three, under the first page's version.
+    let three = ListParams {
+        limit: Some(3),
+        ..Default::default()
+    };
+    let mut pages = 0;
+    pods.list_pages(&three, |_| pages += 1).await.unwrap();
+    assert_eq!(pages, 3);
+    let all = pods.list_all(&three).await.unwrap();
+    let names: Vec<_> = all.items.into_iter().map(|p| p.metadata.name).collect();
+    assert_eq!(names, seen);
+    assert!(!all.metadata.resource_version.is_empty());
+    assert!(all.metadata.continue_token.is_empty());
 }
 
 #[tokio::test]

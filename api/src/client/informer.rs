@@ -262,7 +262,7 @@ impl<T: Resource> Informer<T> {
     async fn run_forever(&self) {
         let mut backoff = self.initial_backoff;
         loop {
-            let list = match self.api.list(&self.params).await {
+            let list = match self.api.list_all(&self.params).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(kind = T::KIND, error = %e, "list failed; retrying");

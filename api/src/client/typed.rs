@@ -10,6 +10,9 @@ use crate::error::Status;
 use crate::meta::List;
 use crate::resource::Resource;
 
+/// Objects per page of [`Api::list_all`].
+pub const LIST_PAGE: u64 = 500;
+
 /// Options of list and watch calls.
 #[derive(Clone, Debug, Default)]
 pub struct ListParams {
@@ -162,6 +165,44 @@ impl<T: Resource> Api<T> {
     pub async fn list(&self, params: &ListParams) -> Result<List<T>, ClientError> {
         let out = self.client.list_raw(self.target("", ""), params).await?;
         Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// Every object `params` selects, listed [`LIST_PAGE`] at a time (or `params.limit`), so a
+    /// large collection never meets the message size limit (10,000 nodes with their devices are
+    /// more than 64 MiB in one answer). Pages are read at successive revisions: the list's
+    /// `resourceVersion` is the first page's, and a watch from it replays every change made
+    /// while the later pages were read, so list-then-watch still converges.
+    pub async fn list_all(&self, params: &ListParams) -> Result<List<T>, ClientError> {
+        let mut all: Option<List<T>> = None;
+        self.list_pages(params, |mut page| match &mut all {
+            Some(a) => a.items.append(&mut page.items),
+            None => all = Some(page),
+        })
+        .await?;
+        Ok(all.unwrap_or_default())
+    }
+
+    /// [`Api::list_all`] a page at a time: `each` gets every page in order (for a reader that
+    /// needs not hold the whole collection).
+    pub async fn list_pages(
+        &self,
+        params: &ListParams,
+        mut each: impl FnMut(List<T>),
+    ) -> Result<(), ClientError> {
+        let mut page_params = ListParams {
+            limit: Some(params.limit.unwrap_or(LIST_PAGE)),
+            continue_token: None,
+            ..params.clone()
+        };
+        loop {
+            let mut page = self.list(&page_params).await?;
+            let next = std::mem::take(&mut page.metadata.continue_token);
+            each(page);
+            if next.is_empty() {
+                return Ok(());
+            }
+            page_params.continue_token = Some(next);
+        }
     }
 
     /// Replaces the object; fails with Conflict when its resourceVersion is stale.

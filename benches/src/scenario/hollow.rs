@@ -22,9 +22,6 @@ use crate::{BenchError, Progress};
 pub const DEFAULT_POD_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// How long to wait for every registered node to show as Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Objects per list page: 10,000 hollow nodes, with their devices in status, are over the
-/// 64 MiB message limit in one list.
-const PAGE: u64 = 1000;
 
 /// Starts `spec.nodes` hollow nodes named `<prefix>-<i>` on a connection of their own and
 /// returns once all of them are Ready. Their Node objects are created first with the zone and
@@ -107,26 +104,17 @@ async fn wait_ready(client: &Client, prefix: &str, n: usize) -> Result<(), Bench
     }
 }
 
-/// The objects `api` lists that satisfy `keep`, listed a page at a time.
+/// The objects `api` lists that satisfy `keep`, a page at a time.
 pub async fn count_paged<K: Resource>(
     api: &Api<K>,
     keep: impl Fn(&K) -> bool,
 ) -> Result<usize, ClientError> {
-    let (mut count, mut next) = (0, None);
-    loop {
-        let page = api
-            .list(&ListParams {
-                limit: Some(PAGE),
-                continue_token: next,
-                ..Default::default()
-            })
-            .await?;
+    let mut count = 0;
+    api.list_pages(&ListParams::default(), |page| {
         count += page.items.iter().filter(|o| keep(o)).count();
-        if page.metadata.continue_token.is_empty() {
-            return Ok(count);
-        }
-        next = Some(page.metadata.continue_token);
-    }
+    })
+    .await?;
+    Ok(count)
 }
 
 #[cfg(test)]
