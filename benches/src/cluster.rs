@@ -86,7 +86,7 @@ impl Cluster {
         // Each component gets its own connection, as it would in its own process: one HTTP/2
         // connection is served by one task, so sharing it would serialise their frames.
         if let Some(cfg) = options.scheduler.clone() {
-            let (c, rx) = (Client::new(&config)?, stop.subscribe());
+            let (c, rx) = (client.new_connection()?, stop.subscribe());
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = drover_scheduler::run(cfg, c, stopped(rx)).await {
                     tracing::error!(error = %e, "scheduler stopped");
@@ -94,7 +94,7 @@ impl Cluster {
             }));
         }
         if options.controllers {
-            let (c, rx) = (Client::new(&config)?, stop.subscribe());
+            let (c, rx) = (client.new_connection()?, stop.subscribe());
             tasks.push(tokio::spawn(async move {
                 let cfg = drover_controllers::ControllersConfig::default();
                 if let Err(e) = drover_controllers::run(cfg, c, stopped(rx)).await {

@@ -149,7 +149,7 @@ pub async fn run_up(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut components: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     components.push(tokio::spawn(super::controllers::run_in_process(
-        Client::new(&client_cfg)?,
+        client.new_connection()?,
     )));
     let state_root = match &args.apiserver.data_dir {
         // Next to the data directory, so that two `drover up`s with their own data directories
@@ -166,9 +166,9 @@ pub async fn run_up(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
         stop_rx,
     )
     .await?;
-    components.push(tokio::spawn(super::scheduler::run_in_process(Client::new(
-        &client_cfg,
-    )?)));
+    components.push(tokio::spawn(super::scheduler::run_in_process(
+        client.new_connection()?,
+    )));
 
     if args.demo {
         let lines = super::apply::apply_text(&client, DEMO_MANIFEST, "demo.yaml").await?;
