@@ -554,18 +554,23 @@ async fn restart_resumes_from_disk_with_every_object() {
             .unwrap();
         last = p.metadata.revision().unwrap();
     }
+    let addr: std::net::SocketAddr = server.url().trim_start_matches("http://").parse().unwrap();
     server.shutdown().await.unwrap();
+    let down = client.namespaced::<Pod>("default").get("p0").await;
+    assert!(
+        matches!(
+            down,
+            Err(drover_api::client::ClientError::Unreachable { .. })
+        ),
+        "a call while the server is down says it is unreachable: {down:?}"
+    );
 
-    let server = drover_apiserver::start(cfg()).await.unwrap();
+    // The same address again: the client that saw the server go reconnects by itself.
+    let server = drover_apiserver::start(cfg().listen(addr)).await.unwrap();
     assert_eq!(
         server.admin_token, token,
         "the admin token survives restarts"
     );
-    let client = drover_api::client::Client::new(&drover_api::client::ClientConfig {
-        server: server.url(),
-        token,
-    })
-    .unwrap();
     let list = client
         .namespaced::<Pod>("default")
         .list(&ListParams::default())

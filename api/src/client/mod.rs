@@ -7,20 +7,18 @@
 pub mod config;
 pub mod events;
 pub mod informer;
+mod transport;
 mod typed;
-
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Reason, Status};
 use crate::resource::KindInfo;
 
 pub use config::ClientConfig;
-pub use typed::{Api, DeleteParams, ListParams, WatchEvent};
+pub use typed::{Api, DeleteParams, ListParams, PreparedCreate, WatchEvent};
 
 /// The generated gRPC types and stubs.
 #[allow(missing_docs, clippy::all)]
@@ -80,15 +78,10 @@ impl ClientError {
     }
 }
 
-/// Receive window of each stream (a watch, a request) on a client connection.
-const STREAM_WINDOW_BYTES: u32 = 1 << 20;
-/// Receive window of a whole client connection.
-const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
-
 /// A connection to one API server.
 #[derive(Clone)]
 pub struct Client {
-    grpc: proto::api_client::ApiClient<Channel>,
+    grpc: proto::api_client::ApiClient<transport::Transport>,
     auth: AsciiMetadataValue,
     server: String,
 }
@@ -122,19 +115,9 @@ impl Client {
     }
 
     fn connect(server: String, auth: AsciiMetadataValue) -> Result<Client, ClientError> {
-        let endpoint = Endpoint::from_shared(server.clone())
-            .map_err(|e| ClientError::Config(format!("server {server:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true)
-            // HTTP/2's default 64 KiB windows make a busy watch stop every 32 KiB until the
-            // client's WINDOW_UPDATE arrives; objects are a few KiB and watches carry many.
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
-        let channel = endpoint.connect_lazy();
-        let grpc = proto::api_client::ApiClient::new(channel)
+        let transport = transport::Transport::new(&server).map_err(ClientError::Config)?;
+        let origin = transport.origin();
+        let grpc = proto::api_client::ApiClient::with_origin(transport, origin)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Client { grpc, auth, server })
@@ -170,7 +153,7 @@ impl Client {
     pub async fn create_raw(
         &self,
         target: proto::Target,
-        object: Vec<u8>,
+        object: impl Into<Bytes>,
     ) -> Result<Bytes, ClientError> {
         let req = self.request(proto::CreateRequest {
             target: Some(target),
