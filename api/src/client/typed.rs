@@ -13,6 +13,13 @@ use crate::resource::Resource;
 /// Objects per page of [`Api::list_all`].
 pub const LIST_PAGE: u64 = 500;
 
+/// A create encoded ahead of time ([`Api::prepare_create`]).
+#[derive(Clone, Debug)]
+pub struct PreparedCreate {
+    target: proto::Target,
+    body: bytes::Bytes,
+}
+
 /// Options of list and watch calls.
 #[derive(Clone, Debug, Default)]
 pub struct ListParams {
@@ -141,11 +148,28 @@ impl<T: Resource> Api<T> {
     }
 
     async fn create_bytes(&self, obj: &T) -> Result<bytes::Bytes, ClientError> {
-        let body = Self::encode_object(obj)?;
+        let p = self.prepare_create(obj)?;
+        self.client.create_raw(p.target, p.body).await
+    }
+
+    /// Encodes a create of `obj` ahead of sending it, for a load generator that prepares its
+    /// requests before it starts the clock; send it with
+    /// [`create_prepared_ack`](Self::create_prepared_ack).
+    pub fn prepare_create(&self, obj: &T) -> Result<PreparedCreate, ClientError> {
+        let body = Self::encode_object(obj)?.into();
         let mut target = self.target_of(obj, "");
         // A create goes to the collection; the name travels in the body.
         target.name.clear();
-        self.client.create_raw(target, body).await
+        Ok(PreparedCreate { target, body })
+    }
+
+    /// [`create_ack`](Self::create_ack) of a create encoded by
+    /// [`prepare_create`](Self::prepare_create) (on any `Api` of the same client's server).
+    pub async fn create_prepared_ack(&self, p: &PreparedCreate) -> Result<(), ClientError> {
+        self.client
+            .create_raw(p.target.clone(), p.body.clone())
+            .await
+            .map(|_| ())
     }
 
     pub async fn get(&self, name: &str) -> Result<T, ClientError> {
