@@ -1,7 +1,8 @@
 //! The openb packing replay, printed as a table (and the full report as JSON with `--json`).
 //!
-//! `cargo run --release -p drover-benches --example openb -- [--seeds N] [--demand 1.3]
-//!  [--policies drover,random,...] [--threads N] [--nodes-csv F] [--pods-csv F] [--json F]`
+//! `cargo run --release -p drover-benches --example openb -- [--seeds N] [--first-seed S]
+//!  [--demand 1.3] [--policies drover,random,...] [--threads N] [--nodes-csv F] [--pods-csv F]
+//!  [--json F]` (`--first-seed S` shifts the seeds to S, S + 1, ...)
 
 use std::io::Write;
 
@@ -16,6 +17,10 @@ fn main() -> anyhow::Result<()> {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--seeds" => opts.seeds = (0..value()?.parse::<u64>()?).collect(),
+            "--first-seed" => {
+                let first = value()?.parse::<u64>()?;
+                opts.seeds = opts.seeds.iter().map(|s| s + first).collect();
+            }
             "--demand" => opts.demand = value()?.parse()?,
             "--threads" => opts.threads = value()?.parse()?,
             "--nodes-csv" => opts.nodes_csv = value()?.into(),

@@ -27,6 +27,14 @@
 //! running short before any shape stops fitting: cpu-heavy pods go to cpu-rich nodes. On the
 //! openb replay (10 seeds) this lifts the default profile from 95.19% to 95.98% (weights
 //! 0.1–10 all within 0.15 points; `r` scaled 0.8–1.35 within 0.1).
+//!
+//! And: FGD asks only whether a share fits a device's leftover, not whether the leftover can be
+//! used up. Free thousandths that no sum of the popular shares (each at least
+//! [`DEFAULT_FILL_MIN_POPULARITY`] of the GPU pods) fills exactly will never hold a pod, so
+//! each costs [`DEFAULT_FILL_WEIGHT`] thousandths of gradient ([`Unfillable`]; in the device
+//! choice too): a share goes where what it leaves is still a sum of popular shares. On the
+//! openb replay this lifts the default profile from 95.97% to 96.04% (seeds 0–9) and from
+//! 95.92% to 96.01% (seeds 10–19) at 130% demand.
 
 use std::sync::Arc;
 
@@ -34,7 +42,7 @@ use serde::Deserialize;
 
 use super::gpu_topology::{DeviceChoice, choose_in};
 use crate::cache::topology::bits;
-use crate::cache::workload::{GpuClass, Shape, classes_of};
+use crate::cache::workload::{GpuClass, SHARE_GRAIN_MILLI, Shape, classes_of};
 use crate::cache::{NodeInfo, PlanState, PodInfo};
 use crate::framework::registry::parse_args;
 use crate::framework::{
@@ -50,6 +58,10 @@ pub const DEFAULT_TOLERANCE_MILLI: f64 = 100.0;
 pub const DEFAULT_PACK_WEIGHT: f64 = 0.003;
 /// See [`Args::cpu_strand_weight`].
 pub const DEFAULT_CPU_STRAND_WEIGHT: f64 = 1.0;
+/// See [`Args::fill_weight`].
+pub const DEFAULT_FILL_WEIGHT: f64 = 1.0;
+/// See [`Args::fill_min_popularity`].
+pub const DEFAULT_FILL_MIN_POPULARITY: f64 = 0.01;
 /// Raw scores carry the gradient in millionths of a GPU.
 const RAW_PER_MILLI: f64 = 1000.0;
 
@@ -67,6 +79,22 @@ pub struct Args {
     /// cpu (beyond what its free cpu can feed at the workload's cpu per GPU) is worth (0: off).
     #[serde(default = "default_cpu_strand")]
     pub cpu_strand_weight: f64,
+    /// Thousandths of a GPU of gradient one free thousandth is worth that no sum of the
+    /// workload's popular shares fills exactly, on the device that holds it (0: off).
+    #[serde(default = "default_fill")]
+    pub fill_weight: f64,
+    /// Least popularity (fraction of the workload's GPU pods) of a share that counts as
+    /// filling devices: rarer ones seldom come for a given hole.
+    #[serde(default = "default_fill_min_popularity")]
+    pub fill_min_popularity: f64,
+}
+
+fn default_fill_min_popularity() -> f64 {
+    DEFAULT_FILL_MIN_POPULARITY
+}
+
+fn default_fill() -> f64 {
+    DEFAULT_FILL_WEIGHT
 }
 
 fn default_cpu_strand() -> f64 {
@@ -87,6 +115,8 @@ impl Default for Args {
             tolerance_milli: DEFAULT_TOLERANCE_MILLI,
             pack_weight: DEFAULT_PACK_WEIGHT,
             cpu_strand_weight: DEFAULT_CPU_STRAND_WEIGHT,
+            fill_weight: DEFAULT_FILL_WEIGHT,
+            fill_min_popularity: DEFAULT_FILL_MIN_POPULARITY,
         }
     }
 }
@@ -110,6 +140,21 @@ pub fn new(args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
             format!("cpuStrandWeight {} must be ≥ 0", args.cpu_strand_weight),
         ));
     }
+    if !(args.fill_weight >= 0.0 && args.fill_weight.is_finite()) {
+        return Err(RegistryError::args(
+            NAME,
+            format!("fillWeight {} must be ≥ 0", args.fill_weight),
+        ));
+    }
+    if !(args.fill_min_popularity >= 0.0 && args.fill_min_popularity <= 1.0) {
+        return Err(RegistryError::args(
+            NAME,
+            format!(
+                "fillMinPopularity {} must be in [0, 1]",
+                args.fill_min_popularity
+            ),
+        ));
+    }
     if !(args.tolerance_milli >= 0.0 && args.tolerance_milli.is_finite()) {
         return Err(RegistryError::args(
             NAME,
@@ -119,9 +164,76 @@ pub fn new(args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
     Ok(Arc::new(Fragmentation { args }))
 }
 
-/// The workload's shapes for this cycle, grouped by GPU part, and its cpu millicores per GPU
-/// thousandth (`None`: no GPU demand known).
-struct Classes(Vec<GpuClass>, Option<f64>);
+/// The workload's shapes for this cycle, grouped by GPU part; its cpu millicores per GPU
+/// thousandth (`None`: no GPU demand known); and the cost of each device's unfillable free
+/// thousandths ([`Unfillable`]).
+struct Classes(Vec<GpuClass>, Option<f64>, Unfillable);
+
+/// Per device, the free thousandths that no sum of the workload's popular GPU shares fills
+/// exactly (an unbounded knapsack over the shares, in [`SHARE_GRAIN_MILLI`] steps), times the
+/// fill weight. With shares of 320 and 470 a device left with 530 keeps 60 that no pod will use
+/// (470 fills the rest), one left with 640 none (two 320s): among placements that fragment
+/// alike, prefer the one whose leftover some mix of shares fills to the last thousandth.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Unfillable {
+    /// Cost of a device with `k × SHARE_GRAIN_MILLI` free; empty when off.
+    cost: Vec<f64>,
+}
+
+impl Unfillable {
+    /// The table for these share sizes (thousandths), weighted by `weight`.
+    pub fn new(shares: &[u32], weight: f64) -> Unfillable {
+        if weight <= 0.0 || shares.is_empty() {
+            return Unfillable::default();
+        }
+        let steps: Vec<usize> = shares
+            .iter()
+            .map(|s| s.div_ceil(SHARE_GRAIN_MILLI) as usize)
+            .filter(|k| *k > 0)
+            .collect();
+        let n = (FULL_DEVICE_MILLI / SHARE_GRAIN_MILLI) as usize + 1;
+        // filled[k]: the most of k steps that a sum of shares fills.
+        let mut filled = vec![0usize; n];
+        for k in 1..n {
+            filled[k] = steps
+                .iter()
+                .filter(|s| **s <= k)
+                .map(|s| filled[k - s] + s)
+                .max()
+                .unwrap_or(0);
+        }
+        Unfillable {
+            cost: (0..n)
+                .map(|k| weight * ((k - filled[k]) as u32 * SHARE_GRAIN_MILLI) as f64)
+                .collect(),
+        }
+    }
+
+    /// Cost of a device with `free` thousandths free (what is below the grain cannot be
+    /// filled either).
+    pub fn of(&self, free: u32) -> f64 {
+        let Some(last) = self.cost.len().checked_sub(1) else {
+            return 0.0;
+        };
+        let k = (free / SHARE_GRAIN_MILLI) as usize;
+        self.cost[k.min(last)] + f64::from(free % SHARE_GRAIN_MILLI) * self.cost_per_milli()
+    }
+
+    fn cost_per_milli(&self) -> f64 {
+        // cost[1] is the weight times one grain (no share is smaller than the grain).
+        self.cost
+            .get(1)
+            .map_or(0.0, |c| c / f64::from(SHARE_GRAIN_MILLI))
+    }
+
+    /// Cost of every device of a node.
+    pub fn of_node(&self, gpus: &[u32]) -> f64 {
+        if self.cost.is_empty() {
+            return 0.0;
+        }
+        gpus.iter().map(|f| self.of(*f)).sum()
+    }
+}
 
 impl Plugin for Fragmentation {
     fn name(&self) -> &'static str {
@@ -145,7 +257,15 @@ impl PreFilter for Fragmentation {
             classes = classes_of(&[(Shape::of(&pod.request), 1.0)]);
             ratio = Some(pod.request.res.cpu_milli.max(0) as f64 / pod.request.gpu_milli() as f64);
         }
-        state.insert(Classes(classes, ratio));
+        let all: f64 = classes.iter().map(|c| c.weight).sum();
+        let shares: Vec<u32> = classes
+            .iter()
+            .filter(|c| c.whole_gpus == 0 && c.share_milli > 0)
+            .filter(|c| c.weight >= self.args.fill_min_popularity * all)
+            .map(|c| c.share_milli)
+            .collect();
+        let fill = Unfillable::new(&shares, self.args.fill_weight);
+        state.insert(Classes(classes, ratio, fill));
         Status::success()
     }
 }
@@ -225,6 +345,7 @@ fn gradient(
     choice: &DeviceChoice,
     before: &Free,
     classes: &[GpuClass],
+    fill: &Unfillable,
 ) -> Option<(f64, u32)> {
     let set = node.gpus()?;
     let mut gpus = before.gpus.clone();
@@ -244,19 +365,23 @@ fn gradient(
     }
     let cpu = before.cpu - pod.request.res.cpu_milli;
     let delta = node_fragmentation(cpu, &gpus, classes)
-        - node_fragmentation(before.cpu, &before.gpus, classes);
+        - node_fragmentation(before.cpu, &before.gpus, classes)
+        + fill.of_node(&gpus)
+        - fill.of_node(&before.gpus);
     Some((delta, gpus.iter().sum()))
 }
 
 /// The device (index in the node's GPU set) a share of `milli` should take by the gradient:
-/// the one whose use raises the node's fragmentation least (ties to the fuller device, then
-/// the lower index). `None` when no device holds the share.
+/// the one whose use raises the node's fragmentation (and unfillable free capacity, `fill`)
+/// least (ties to the fuller device, then the lower index). `None` when no device holds the
+/// share.
 pub fn share_device_for(
     free_cpu_after: i64,
     free_milli: &[u32],
     healthy: impl Fn(usize) -> bool,
     milli: u32,
     classes: &[GpuClass],
+    fill: &Unfillable,
 ) -> Option<usize> {
     let mut gpus: Vec<u32> = (0..free_milli.len())
         .map(|i| if healthy(i) { free_milli[i] } else { 0 })
@@ -271,7 +396,8 @@ pub fn share_device_for(
         }
         seen.push(f);
         gpus[i] = f - milli;
-        let frag = node_fragmentation(free_cpu_after, &gpus, classes);
+        let frag =
+            node_fragmentation(free_cpu_after, &gpus, classes) + fill.of(f - milli) - fill.of(f);
         gpus[i] = f;
         let key = (frag, f, i);
         if best.is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
@@ -284,7 +410,7 @@ pub fn share_device_for(
 /// The gradient's choice of device for the pod's GPU share on `node`, for the device-choosing
 /// plugin to follow (`None`: no share, no workload learnt, or no device holds it).
 pub fn share_device(state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Option<usize> {
-    let Classes(classes, _) = state.get::<Classes>()?;
+    let Classes(classes, _, fill) = state.get::<Classes>()?;
     let set = node.gpus()?;
     let milli = pod.request.gpu_share_milli;
     if milli == 0 || classes.is_empty() {
@@ -296,18 +422,19 @@ pub fn share_device(state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Optio
         |i| set.is_healthy(i),
         milli,
         classes,
+        fill,
     )
 }
 
 impl Score for Fragmentation {
     fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        let Some(Classes(classes, ratio)) = state.get::<Classes>() else {
+        let Some(Classes(classes, ratio, fill)) = state.get::<Classes>() else {
             return 0;
         };
         let (Some(before), Some(choice)) = (free_of(node), choose_in(state, pod, node)) else {
             return 0;
         };
-        gradient(node, pod, &choice, &before, classes).map_or(0, |(delta, left)| {
+        gradient(node, pod, &choice, &before, classes, fill).map_or(0, |(delta, left)| {
             let mut cost = delta + self.args.pack_weight * f64::from(left);
             if let Some(r) = *ratio
                 && self.args.cpu_strand_weight > 0.0
@@ -431,7 +558,14 @@ mod tests {
             250.0
         );
         assert_eq!(
-            share_device_for(cpu, &[1000, 600], |_| true, 500, &classes),
+            share_device_for(
+                cpu,
+                &[1000, 600],
+                |_| true,
+                500,
+                &classes,
+                &Unfillable::default()
+            ),
             Some(1)
         );
     }
@@ -443,16 +577,37 @@ mod tests {
         let classes = [class(0, 400, &[(0, 1.0)])];
         let free = [400, 1000, 1000];
         assert_eq!(
-            share_device_for(64_000, &free, |_| true, 300, &classes),
+            share_device_for(
+                64_000,
+                &free,
+                |_| true,
+                300,
+                &classes,
+                &Unfillable::default()
+            ),
             Some(1)
         );
         // Unhealthy devices and devices without room are never chosen.
         assert_eq!(
-            share_device_for(64_000, &free, |i| i == 0, 300, &classes),
+            share_device_for(
+                64_000,
+                &free,
+                |i| i == 0,
+                300,
+                &classes,
+                &Unfillable::default()
+            ),
             Some(0)
         );
         assert_eq!(
-            share_device_for(64_000, &[200], |_| true, 300, &classes),
+            share_device_for(
+                64_000,
+                &[200],
+                |_| true,
+                300,
+                &classes,
+                &Unfillable::default()
+            ),
             None
         );
     }
@@ -484,6 +639,7 @@ mod tests {
                 (Shape::of(&whole.request), 0.5),
             ]),
             None,
+            Unfillable::default(),
         ));
         let on_shared = plugin.score(&state, &p, &shared);
         let on_fresh = plugin.score(&state, &p, &fresh);
@@ -501,6 +657,7 @@ mod tests {
                 1.0,
             )]),
             Some(4.0),
+            Unfillable::default(),
         ));
         let p = pod("ns", "p").cpu("6").info();
         let plugin = Fragmentation::default();
@@ -519,10 +676,59 @@ mod tests {
         let lean = node("lean").cpu("16").gpus(GpuProfile::L4x4).info();
         let rich = node("rich").cpu("64").gpus(GpuProfile::L4x4).info();
         let mut state = CycleState::new();
-        state.insert(Classes(Vec::new(), Some(4.0)));
+        state.insert(Classes(Vec::new(), Some(4.0), Unfillable::default()));
         let p = pod("ns", "p").cpu("12").info();
         let plugin = Fragmentation::default();
         assert!(plugin.score(&state, &p, &rich) > plugin.score(&state, &p, &lean));
         assert!(new(&serde_json::json!({"cpuStrandWeight": -1.0})).is_err());
+    }
+
+    #[test]
+    fn unfillable_by_hand() {
+        // Shares of 50 and 220: 60 keeps 10 unfilled, 100 fills (2 × 50), 270 fills
+        // (220 + 50), 30 fills nothing.
+        let fill = Unfillable::new(&[50, 220], 1.0);
+        // (free thousandths, unfillable)
+        let cases = [
+            (0, 0.0),
+            (30, 30.0),
+            (60, 10.0),
+            (100, 0.0),
+            (230, 10.0),
+            (270, 0.0),
+            (1000, 0.0),
+            (65, 15.0),
+        ];
+        for (free, want) in cases {
+            assert_eq!(fill.of(free), want, "{free}");
+        }
+        assert_eq!(fill.of_node(&[60, 30, 100]), 40.0);
+        assert_eq!(Unfillable::new(&[50, 220], 2.0).of(60), 20.0);
+        // Off: no weight, or no shares.
+        assert_eq!(Unfillable::new(&[50], 0.0).of_node(&[30]), 0.0);
+        assert_eq!(Unfillable::new(&[], 1.0).of_node(&[30]), 0.0);
+        assert!(new(&serde_json::json!({"fillWeight": -1.0})).is_err());
+    }
+
+    #[test]
+    fn shares_leave_what_other_shares_fill() {
+        // Shares of 300 and 400; a 400 share. On the 960 device it leaves 560 (400 fills all
+        // but 160 of it; 960 itself missed only 60), on the empty one 600 (two 300s). FGD alone
+        // sees no fragment either way (both leave room for either share) and takes the fuller
+        // device; counting what no sum of shares fills takes the empty one.
+        let classes = [class(0, 300, &[(0, 0.5)]), class(0, 400, &[(0, 0.5)])];
+        let free = [1000, 960];
+        let off = Unfillable::default();
+        let fill = Unfillable::new(&[300, 400], DEFAULT_FILL_WEIGHT);
+        assert_eq!(fill.of(560) - fill.of(960), 100.0);
+        assert_eq!(fill.of(600) - fill.of(1000), 0.0);
+        assert_eq!(
+            share_device_for(64_000, &free, |_| true, 400, &classes, &off),
+            Some(1)
+        );
+        assert_eq!(
+            share_device_for(64_000, &free, |_| true, 400, &classes, &fill),
+            Some(0)
+        );
     }
 }
