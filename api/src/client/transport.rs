@@ -1,9 +1,12 @@
 //! The client's HTTP/2 transport: one connection per [`Transport`] (shared by its clones),
 //! opened on first use and again after it fails.
 //!
-//! tonic's `Channel` queues every request through a buffer task before the connection's own
-//! task sees it; here a request goes from the caller straight to the connection (one task hop
-//! fewer per call, which on a busy scheduler or controller is measurable CPU).
+//! A request goes from the caller's task straight onto the connection's streams, and the caller
+//! polls its own response: no task is spawned and no channel crossed per call. (tonic's
+//! `Channel` hands each request to a buffer task, then to hyper's connection task, which spawns
+//! a task per request to await the response and hand it back: three task hops per call, which
+//! on a busy scheduler or controller is measurable CPU.) The connection's task only does I/O,
+//! and a keep-alive ping closes a connection whose peer stopped answering.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::uri::{Authority, Scheme, Uri};
-use hyper::body::Incoming;
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use http_body::Frame;
+use http_body_util::BodyExt;
 use tracing::debug;
 
 /// Receive window of each stream (a watch, a request) on a client connection.
@@ -22,10 +25,10 @@ const STREAM_WINDOW_BYTES: u32 = 1 << 20;
 /// Receive window of a whole client connection.
 const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A ping every this long; a connection whose pong does not come within it again is closed.
 const KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Body = tonic::body::Body;
 
 /// Where to connect, parsed once from the server address.
 #[derive(Debug)]
@@ -38,7 +41,7 @@ struct Target {
 struct Shared {
     target: Target,
     /// The open connection's handle; `None` before the first call and after a failure.
-    sender: Mutex<Option<SendRequest<Body>>>,
+    sender: Mutex<Option<h2::client::SendRequest<Bytes>>>,
     /// Held while connecting, so concurrent first calls open one connection, not many.
     connecting: tokio::sync::Mutex<()>,
 }
@@ -60,22 +63,21 @@ impl std::fmt::Debug for Transport {
 impl Transport {
     /// Parses `server` (`http://host:port`); connects on the first request.
     pub(crate) fn new(server: &str) -> Result<Transport, String> {
-        let uri: Uri = server
-            .parse()
-            .map_err(|e| format!("server {server:?}: {e}"))?;
+        let bad = |why: &str| format!("server {server:?}: {why}");
+        let uri: Uri = server.parse().map_err(|e| bad(&format!("{e}")))?;
         match uri.scheme() {
             Some(s) if *s == Scheme::HTTP => {}
             Some(s) => {
-                return Err(format!(
-                    "server {server:?}: scheme {s:?} is not supported; expected http://"
-                ));
+                return Err(bad(&format!(
+                    "scheme {s} is not supported; expected http://"
+                )));
             }
-            None => return Err(format!("server {server:?}: expected http://host:port")),
+            None => return Err(bad("expected http://host:port")),
         }
         let authority: Authority = uri
             .authority()
             .cloned()
-            .ok_or_else(|| format!("server {server:?}: expected http://host:port"))?;
+            .ok_or_else(|| bad("expected http://host:port"))?;
         let host = authority
             .host()
             .trim_start_matches('[')
@@ -87,7 +89,7 @@ impl Transport {
             .authority(authority)
             .path_and_query("/")
             .build()
-            .map_err(|e| format!("server {server:?}: {e}"))?;
+            .map_err(|e| bad(&format!("{e}")))?;
         Ok(Transport {
             shared: Arc::new(Shared {
                 target: Target { origin, host, port },
@@ -102,13 +104,22 @@ impl Transport {
         self.shared.target.origin.clone()
     }
 
-    fn open(&self) -> Option<SendRequest<Body>> {
-        let guard = self.shared.sender.lock().ok()?;
-        guard.as_ref().filter(|s| !s.is_closed()).cloned()
+    /// The stored connection's handle, unless that connection has failed.
+    fn open(&self) -> Option<h2::client::SendRequest<Bytes>> {
+        let mut slot = self.shared.sender.lock().ok()?;
+        let mut sender = slot.clone()?;
+        let noop = std::task::Waker::noop();
+        match sender.poll_ready(&mut Context::from_waker(noop)) {
+            Poll::Ready(Err(_)) => {
+                *slot = None;
+                None
+            }
+            _ => Some(sender),
+        }
     }
 
     /// The open connection, or a new one.
-    async fn sender(&self) -> Result<SendRequest<Body>, BoxError> {
+    async fn sender(&self) -> Result<h2::client::SendRequest<Bytes>, BoxError> {
         if let Some(s) = self.open() {
             return Ok(s);
         }
@@ -124,7 +135,7 @@ impl Transport {
         Ok(sender)
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, BoxError> {
+    async fn connect(&self) -> Result<h2::client::SendRequest<Bytes>, BoxError> {
         let t = &self.shared.target;
         let tcp = tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -138,20 +149,23 @@ impl Transport {
             )
         })??;
         tcp.set_nodelay(true)?;
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
+        let (sender, mut connection) = h2::client::Builder::new()
             // HTTP/2's default 64 KiB windows make a busy watch stop every 32 KiB until the
             // client's WINDOW_UPDATE arrives; objects are a few KiB and watches carry many.
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .keep_alive_interval(KEEP_ALIVE)
-            .keep_alive_timeout(KEEP_ALIVE)
-            .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(tcp))
+            .enable_push(false)
+            .handshake::<_, Bytes>(tcp)
             .await?;
+        let pings = connection.ping_pong();
         let origin = t.origin.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // Dropping the connection (a failed keep-alive) fails its streams and its handle.
+            let outcome = tokio::select! {
+                r = &mut connection => r.map_err(|e| e.to_string()),
+                e = keep_alive(pings) => Err(e),
+            };
+            if let Err(e) = outcome {
                 debug!(server = %origin, error = %e, "connection to the API server closed");
             }
         });
@@ -159,24 +173,92 @@ impl Transport {
     }
 }
 
-impl tower_service::Service<http::Request<Body>> for Transport {
-    type Response = http::Response<Incoming>;
+/// Pings every [`KEEP_ALIVE`]; returns when a pong does not come back in time.
+async fn keep_alive(pings: Option<h2::PingPong>) -> String {
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(KEEP_ALIVE).await;
+        match tokio::time::timeout(KEEP_ALIVE, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("keep-alive ping failed: {e}"),
+            Err(_) => return format!("no answer to a keep-alive ping within {KEEP_ALIVE:?}"),
+        }
+    }
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for Transport {
+    type Response = http::Response<ResponseBody>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // Readiness is the connection's, awaited in `call`: a clone per request never waits
-        // on another caller's slot.
+        // Readiness is the connection's, awaited in `call`.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            // A connection that failed reports itself closed, and the next call opens another.
-            let mut sender = this.sender().await?;
-            sender.ready().await?;
-            Ok(sender.send_request(request).await?)
+            let (parts, body) = request.into_parts();
+            // Every call of the API sends one message: its encoding is ready at once.
+            let body = body.collect().await?.to_bytes();
+            let mut sender = this.sender().await?.ready().await?;
+            let end = body.is_empty();
+            let (response, mut stream) =
+                sender.send_request(http::Request::from_parts(parts, ()), end)?;
+            if !end {
+                // Sent as the stream's window allows; h2 holds the rest meanwhile.
+                stream.send_data(body, true)?;
+            }
+            let response = response.await?;
+            Ok(response.map(|recv| ResponseBody {
+                recv,
+                trailers_done: false,
+            }))
         })
+    }
+}
+
+/// A response body read straight off its HTTP/2 stream (data, then trailers: gRPC's status).
+pub(crate) struct ResponseBody {
+    recv: h2::RecvStream,
+    trailers_done: bool,
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.recv.is_end_stream() {
+            match std::task::ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Open the window again for what was read.
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {}
+            }
+        }
+        if self.trailers_done {
+            return Poll::Ready(None);
+        }
+        let trailers = std::task::ready!(self.recv.poll_trailers(cx));
+        self.trailers_done = true;
+        Poll::Ready(match trailers {
+            Ok(Some(t)) => Some(Ok(Frame::trailers(t))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.trailers_done
     }
 }
