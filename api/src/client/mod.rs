@@ -1,6 +1,7 @@
 //! The typed async client every component uses to talk to the API server, over gRPC.
 //!
-//! [`Client`] holds one HTTP/2 channel (multiplexed, reconnecting) and the bearer token;
+//! [`Client`] holds one HTTP/2 connection (multiplexed, reconnecting, kept alive; see `transport`)
+//! and the bearer token;
 //! [`Api<T>`] gives typed verbs for one kind in one namespace (or across all);
 //! [`informer`] keeps a local cache of a kind up to date through list + watch.
 
