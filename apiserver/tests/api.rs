@@ -648,3 +648,56 @@ async fn shutdown_ends_open_watches() {
     .await;
     assert!(end.is_ok(), "the watch stream still hangs");
 }
+
+#[tokio::test]
+async fn objects_larger_than_the_flow_control_windows_cross_grpc_both_ways() {
+    // 2 MiB: past HTTP/2's 64 KiB default windows and the client's 1 MiB stream window, so
+    // the request waits on the server's window updates and the answer and the watch event on
+    // the client's.
+    let s = start().await;
+    let pods = s.client().namespaced::<Pod>("default");
+    let mut watch = Box::pin(
+        pods.watch(
+            &ListParams::default(),
+            &pods
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .metadata
+                .resource_version,
+        )
+        .await
+        .unwrap(),
+    );
+    let mut big = pod("default", "big");
+    let arg: String = (0..2 * 1024 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    big.spec.containers[0].args = vec![arg.clone()];
+    // A window never reopened would stall the call rather than fail it.
+    let within = Duration::from_secs(30);
+    let created = tokio::time::timeout(within, pods.create(&big))
+        .await
+        .expect("the create answered within 30 s")
+        .unwrap();
+    assert_eq!(created.spec.containers[0].args, vec![arg.clone()]);
+    let got = tokio::time::timeout(within, pods.get("big"))
+        .await
+        .expect("the get answered within 30 s")
+        .unwrap();
+    assert_eq!(got.spec.containers[0].args, vec![arg.clone()]);
+    let added = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = watch.next().await {
+            match ev.unwrap() {
+                WatchEvent::Added(p) => return Some(p),
+                WatchEvent::Bookmark(_) => {}
+                other => panic!("expected the big pod as ADDED, got {other:?}"),
+            }
+        }
+        None
+    })
+    .await
+    .expect("the big pod's event within 10 s")
+    .expect("the watch open");
+    assert_eq!(added.spec.containers[0].args, vec![arg]);
+}
