@@ -1,0 +1,19 @@
+//! The hostile suite: probes an attacker or a careless user would send, kept running in CI so
+//! the defects of issue 12 stay fixed. Each module is one family of probes against the real
+//! `drover` binary (or the real components in process) on loopback; each test fails on the
+//! defect it names.
+//!
+//! - [`input`]: bodies and connections (trailing data, deep nesting, idle connections, unknown
+//!   paths, bad query values)
+//! - [`agent`]: the node agent and the log path (double device assignment, path traversal,
+//!   credential forwarding, pods reading the admin token)
+//! - [`state`]: what the API keeps (status on create, user-set device assignments, history
+//!   bounded by bytes, validation of names, selectors and sizes) and the controllers (orphaned
+//!   pods, leases after an outage)
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod agent;
+mod input;
+mod state;
