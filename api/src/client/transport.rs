@@ -1,15 +1,25 @@
-//! The client's HTTP/2 transport: one connection per [`Transport`] (shared by its clones),
-//! opened on first use and again after it fails.
+//! The client's HTTP/2 transport: a small pool of connections per [`Transport`] (shared by its
+//! clones), opened on first use, grown when the open ones have no free stream, and reopened
+//! after they fail.
 //!
-//! A request goes from the caller's task straight onto the connection's streams, and the caller
+//! A request goes from the caller's task straight onto a connection's streams, and the caller
 //! polls its own response: no task is spawned and no channel crossed per call. (tonic's
 //! `Channel` hands each request to a buffer task, then to hyper's connection task, which spawns
 //! a task per request to await the response and hand it back: three task hops per call, which
-//! on a busy scheduler or controller is measurable CPU.) The connection's task only does I/O,
+//! on a busy scheduler or controller is measurable CPU.) Each connection's task only does I/O,
 //! and a keep-alive ping closes a connection whose peer stopped answering.
+//!
+//! Why a pool: a server caps the streams open at once on one connection (its
+//! `SETTINGS_MAX_CONCURRENT_STREAMS`, 200 by default in hyper), and a watch holds its stream
+//! for as long as it runs. One connection shared by many watchers (1,000 in-process node agents
+//! of `drover up --simulate-nodes`, each with its pod watch) filled every slot, and every other
+//! call of every agent (lease renewals, status writes) queued behind watches that never end:
+//! the nodes went NotReady. The pool counts the streams it has open on each connection and
+//! opens another connection when all are at the server's limit (as Go's HTTP/2 client does).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,6 +37,11 @@ const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A ping every this long; a connection whose pong does not come within it again is closed.
 const KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// Streams assumed allowed on a new connection until the server's SETTINGS say how many.
+const INITIAL_MAX_STREAMS: usize = 100;
+/// Most connections one pool opens; past it, calls share the least loaded one (and wait for a
+/// stream there, as HTTP/2 makes them).
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -38,11 +53,49 @@ struct Target {
     port: u16,
 }
 
+/// One pooled connection: its handle and how many of its streams this pool has open.
+struct Conn {
+    sender: h2::client::SendRequest<Bytes>,
+    streams: Arc<AtomicUsize>,
+}
+
+impl Conn {
+    /// Streams the server allows at once on this connection (as its SETTINGS last said).
+    fn limit(&self) -> usize {
+        self.sender.current_max_send_streams().max(1)
+    }
+
+    fn open_streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
+    }
+
+    fn has_room(&self) -> bool {
+        self.open_streams() < self.limit()
+    }
+
+    /// Takes one stream slot: the guard gives it back when the response (or the call) is dropped.
+    fn claim(&self) -> (h2::client::SendRequest<Bytes>, StreamGuard) {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        (self.sender.clone(), StreamGuard(self.streams.clone()))
+    }
+}
+
+/// One open stream of a pooled connection.
+pub(crate) struct StreamGuard(Arc<AtomicUsize>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Lock order: `connecting` (async, held across the connect) before `conns` (never held across
+/// an await).
 struct Shared {
     target: Target,
-    /// The open connection's handle; `None` before the first call and after a failure.
-    sender: Mutex<Option<h2::client::SendRequest<Bytes>>>,
-    /// Held while connecting, so concurrent first calls open one connection, not many.
+    /// The open connections; failed ones are dropped when next looked at.
+    conns: Mutex<Vec<Conn>>,
+    /// Held while connecting, so concurrent calls that find no room open one connection, not many.
     connecting: tokio::sync::Mutex<()>,
 }
 
@@ -93,7 +146,7 @@ impl Transport {
         Ok(Transport {
             shared: Arc::new(Shared {
                 target: Target { origin, host, port },
-                sender: Mutex::new(None),
+                conns: Mutex::new(Vec::new()),
                 connecting: tokio::sync::Mutex::new(()),
             }),
         })
@@ -104,35 +157,66 @@ impl Transport {
         self.shared.target.origin.clone()
     }
 
-    /// The stored connection's handle, unless that connection has failed.
-    fn open(&self) -> Option<h2::client::SendRequest<Bytes>> {
-        let mut slot = self.shared.sender.lock().ok()?;
-        let mut sender = slot.clone()?;
+    /// A stream slot on an open connection with room, dropping connections that failed. With
+    /// `or_least_loaded`, a full pool still answers with its least loaded connection.
+    fn pick(&self, or_least_loaded: bool) -> Option<(h2::client::SendRequest<Bytes>, StreamGuard)> {
+        let mut conns = self.shared.conns.lock().ok()?;
         let noop = std::task::Waker::noop();
-        match sender.poll_ready(&mut Context::from_waker(noop)) {
-            Poll::Ready(Err(_)) => {
-                *slot = None;
-                None
-            }
-            _ => Some(sender),
+        conns.retain_mut(|c| {
+            !matches!(
+                c.sender.poll_ready(&mut Context::from_waker(noop)),
+                Poll::Ready(Err(_))
+            )
+        });
+        if let Some(c) = conns.iter().find(|c| c.has_room()) {
+            return Some(c.claim());
         }
+        if or_least_loaded || conns.len() >= MAX_CONNECTIONS {
+            return conns
+                .iter()
+                .min_by_key(|c| c.open_streams())
+                .map(Conn::claim);
+        }
+        None
     }
 
-    /// The open connection, or a new one.
-    async fn sender(&self) -> Result<h2::client::SendRequest<Bytes>, BoxError> {
-        if let Some(s) = self.open() {
+    /// A stream slot: on an open connection with room, else on a new connection.
+    async fn sender(&self) -> Result<(h2::client::SendRequest<Bytes>, StreamGuard), BoxError> {
+        if let Some(s) = self.pick(false) {
             return Ok(s);
         }
         let _connecting = self.shared.connecting.lock().await;
         // Someone else may have connected while this call waited.
-        if let Some(s) = self.open() {
+        if let Some(s) = self.pick(false) {
             return Ok(s);
         }
-        let sender = self.connect().await?;
-        if let Ok(mut slot) = self.shared.sender.lock() {
-            *slot = Some(sender.clone());
+        let sender = match self.connect().await {
+            Ok(s) => s,
+            // A pool that has connections keeps working through them rather than failing.
+            Err(e) => return self.pick(true).ok_or(e),
+        };
+        let conn = Conn {
+            sender,
+            streams: Arc::new(AtomicUsize::new(0)),
+        };
+        let slot = conn.claim();
+        if let Ok(mut conns) = self.shared.conns.lock() {
+            if !conns.is_empty() {
+                debug!(server = %self.shared.target.origin, connections = conns.len() + 1, "every connection is at its stream limit; opened another");
+            }
+            conns.push(conn);
         }
-        Ok(sender)
+        Ok(slot)
+    }
+
+    /// How many connections the pool holds and how many streams it has open on each.
+    #[cfg(test)]
+    pub(crate) fn open_streams(&self) -> Vec<usize> {
+        self.shared
+            .conns
+            .lock()
+            .map(|c| c.iter().map(Conn::open_streams).collect())
+            .unwrap_or_default()
     }
 
     async fn connect(&self) -> Result<h2::client::SendRequest<Bytes>, BoxError> {
@@ -154,6 +238,7 @@ impl Transport {
             // client's WINDOW_UPDATE arrives; objects are a few KiB and watches carry many.
             .initial_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .initial_max_send_streams(INITIAL_MAX_STREAMS)
             .enable_push(false)
             .handshake::<_, Bytes>(tcp)
             .await?;
@@ -204,7 +289,8 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Transport {
             let (parts, body) = request.into_parts();
             // Every call of the API sends one message: its encoding is ready at once.
             let body = body.collect().await?.to_bytes();
-            let mut sender = this.sender().await?.ready().await?;
+            let (sender, guard) = this.sender().await?;
+            let mut sender = sender.ready().await?;
             let end = body.is_empty();
             let (response, mut stream) =
                 sender.send_request(http::Request::from_parts(parts, ()), end)?;
@@ -216,6 +302,7 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Transport {
             Ok(response.map(|recv| ResponseBody {
                 recv,
                 trailers_done: false,
+                _stream: guard,
             }))
         })
     }
@@ -225,6 +312,8 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Transport {
 pub(crate) struct ResponseBody {
     recv: h2::RecvStream,
     trailers_done: bool,
+    /// The stream's slot in the pool, given back when the body is dropped.
+    _stream: StreamGuard,
 }
 
 impl http_body::Body for ResponseBody {
@@ -260,5 +349,79 @@ impl http_body::Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         self.trailers_done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower_service::Service;
+
+    /// An HTTP/2 server allowing `limit` streams per connection: `/hold` answers its headers and
+    /// never ends (a watch), anything else answers at once. Returns its address and a counter of
+    /// accepted connections.
+    async fn server(limit: u32) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut conn = h2::server::Builder::new()
+                        .max_concurrent_streams(limit)
+                        .handshake::<_, Bytes>(tcp)
+                        .await
+                        .unwrap();
+                    let mut held = Vec::new();
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        let hold = req.uri().path() == "/hold";
+                        let resp = http::Response::new(());
+                        let stream = respond.send_response(resp, !hold).unwrap();
+                        if hold {
+                            held.push(stream);
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn request(path: &str) -> http::Request<tonic::body::Body> {
+        http::Request::builder()
+            .method("POST")
+            .uri(path)
+            .body(tonic::body::Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn long_lived_streams_at_the_server_limit_do_not_block_other_calls() {
+        let (addr, accepted) = server(2).await;
+        let mut t = Transport::new(&format!("http://{addr}")).unwrap();
+        // Two watches fill the first connection's streams; the third opens a second one.
+        let mut held = Vec::new();
+        for i in 0..3 {
+            let call = tokio::time::timeout(Duration::from_secs(10), t.call(request("/hold")));
+            held.push(
+                call.await
+                    .unwrap_or_else(|_| panic!("watch {i} got no stream"))
+                    .unwrap(),
+            );
+        }
+        // An ordinary call is answered rather than queued behind the watches.
+        let answered = tokio::time::timeout(Duration::from_secs(10), t.call(request("/get")))
+            .await
+            .expect("a call while every stream of the first connection is held");
+        drop(answered.unwrap());
+        let mut open = t.open_streams();
+        open.sort();
+        assert_eq!(open, vec![1, 2], "streams per connection");
+        assert_eq!(accepted.load(Ordering::Relaxed), 2);
+        // Ending the watches gives their slots back.
+        held.clear();
+        assert_eq!(t.open_streams().iter().sum::<usize>(), 0);
     }
 }
