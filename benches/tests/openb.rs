@@ -96,6 +96,21 @@ fn gpu_spec_limits_pods_to_their_models() {
     }
 }
 
+/// FGD's multi-GPU traces (`openb_pod_list_multigpu*.csv`) have no `gpu_spec` column: their pods
+/// run on any model.
+#[test]
+fn gpu_spec_column_is_optional() {
+    let f = Path::new("openb_pod_list_multigpu50.csv");
+    let text = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,creation_time,deletion_time,scheduled_time,pod_phase\n\
+                openb-pod-0017,88000,327680,8,1000,9437497,10769854,9437497,Running\n\
+                openb-pod-0018,12000,65536,1,460,9437500,10769900,9437500,Running\n";
+    let pods = parse_pods(f, text).unwrap();
+    assert_eq!(pods.len(), 2);
+    assert_eq!(pods[0].gpu, GpuAsk::Whole(8));
+    assert_eq!(pods[1].gpu, GpuAsk::Share(460));
+    assert!(pods.iter().all(|p| p.gpu_spec.is_empty()));
+}
+
 #[test]
 fn csv_errors_name_file_line_and_column() {
     let f = Path::new("pods.csv");

@@ -1,7 +1,8 @@
 //! Loading the openb CSV files: the node list (`sn, cpu_milli, memory_mib, gpu, model`) and the
-//! pod list (`name, cpu_milli, memory_mib, num_gpu, gpu_milli, gpu_spec, ...`). Columns are found
-//! by their header name, so extra columns and any order are fine; every error names the file,
-//! the line and the column.
+//! pod list (`name, cpu_milli, memory_mib, num_gpu, gpu_milli[, gpu_spec], ...`). Columns are
+//! found by their header name, so extra columns and any order are fine; `gpu_spec` is optional
+//! (FGD's multi-GPU traces have none: any model will do); every error names the file, the line
+//! and the column.
 
 use std::path::Path;
 
@@ -81,13 +82,15 @@ impl<'a> Table<'a> {
     }
 
     fn column(&self, name: &str) -> Result<usize, OpenbError> {
-        self.header
-            .iter()
-            .position(|h| *h == name)
+        self.optional_column(name)
             .ok_or_else(|| OpenbError::MissingColumn {
                 file: self.file.into(),
                 column: name.into(),
             })
+    }
+
+    fn optional_column(&self, name: &str) -> Option<usize> {
+        self.header.iter().position(|h| *h == name)
     }
 
     fn bad(&self, line: usize, column: &str, message: String) -> OpenbError {
@@ -177,16 +180,10 @@ pub fn load_pods(file: &Path) -> Result<Vec<PodRow>, OpenbError> {
 /// share of one GPU; otherwise `num_gpu` whole GPUs.
 pub fn parse_pods(file: &Path, text: &str) -> Result<Vec<PodRow>, OpenbError> {
     let t = Table::parse(file, text)?;
-    let [name, cpu, mem, num, milli, spec] = [
-        "name",
-        "cpu_milli",
-        "memory_mib",
-        "num_gpu",
-        "gpu_milli",
-        "gpu_spec",
-    ]
-    .map(|c| t.column(c));
-    let (name, cpu, mem, num, milli, spec) = (name?, cpu?, mem?, num?, milli?, spec?);
+    let [name, cpu, mem, num, milli] =
+        ["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli"].map(|c| t.column(c));
+    let (name, cpu, mem, num, milli) = (name?, cpu?, mem?, num?, milli?);
+    let spec = t.optional_column("gpu_spec");
     let mut out = Vec::with_capacity(t.rows.len());
     for (line, row) in &t.rows {
         let n = t.number(*line, row, num)?;
@@ -206,8 +203,8 @@ pub fn parse_pods(file: &Path, text: &str) -> Result<Vec<PodRow>, OpenbError> {
             (1, m) if m > 0 && m < i64::from(FULL_GPU_MILLI) => GpuAsk::Share(m as u32),
             (n, _) => GpuAsk::Whole(n as u32),
         };
-        let gpu_spec = row
-            .get(spec)
+        let gpu_spec = spec
+            .and_then(|spec| row.get(spec))
             .copied()
             .unwrap_or_default()
             .split('|')
