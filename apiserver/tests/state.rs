@@ -126,11 +126,14 @@ async fn devices_are_set_only_through_the_binding_subresource() {
     );
 }
 
+/// A change to a valid pod.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 #[tokio::test]
 async fn nul_characters_are_refused_naming_the_field() {
     let s = start().await;
     let rest = s.rest();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "command",
             Box::new(|p| p["spec"]["containers"][0]["command"][2] = json!("true\u{0}rm -rf /")),
