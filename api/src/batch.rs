@@ -227,6 +227,8 @@ impl Resource for Job {
     const SINGULAR: &'static str = "job";
     const NAMESPACED: bool = true;
     const HAS_STATUS: bool = true;
+    /// The job controller alone counts a Job's pods and decides it is Complete or Failed.
+    const STATUS_OWNED_BY_SYSTEM: bool = true;
 
     crate::impl_resource_meta!(Job);
 

@@ -29,6 +29,12 @@ pub trait Resource:
     /// Whether the kind has a `status` subresource: writes to the main resource keep the stored
     /// status, and writes to `/status` change only the status.
     const HAS_STATUS: bool = false;
+    /// Whether only the system writes this kind's status (through the `status` subresource and
+    /// admission defaults): a create body's `status` is then dropped (Kubernetes'
+    /// `PrepareForCreate`), so a Job created "Complete" still runs. Each kind that sets it says
+    /// why; kinds whose creator reports the status (a Node registered by its agent, as the
+    /// kubelet does) leave it `false`.
+    const STATUS_OWNED_BY_SYSTEM: bool = false;
 
     fn meta(&self) -> &ObjectMeta;
     fn meta_mut(&mut self) -> &mut ObjectMeta;

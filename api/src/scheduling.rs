@@ -225,6 +225,8 @@ impl Resource for PodGroup {
     const SHORT_NAMES: &'static [&'static str] = &["pg", "pgs"];
     const NAMESPACED: bool = true;
     const HAS_STATUS: bool = true;
+    /// The pod-group controller and the scheduler count the members and move the phase.
+    const STATUS_OWNED_BY_SYSTEM: bool = true;
 
     crate::impl_resource_meta!(PodGroup);
 

@@ -376,6 +376,15 @@ fn parse_term(input: &str, term: &str) -> Result<Requirement, SelectorError> {
         let list = term[open + 1..]
             .strip_suffix(')')
             .ok_or_else(|| invalid(input, term, "missing closing parenthesis"))?;
+        // Kubernetes refuses an empty set: `k in ()` matches nothing and `k notin ()` everything,
+        // which is never what the writer meant.
+        if list.trim().is_empty() {
+            return Err(invalid(
+                input,
+                term,
+                format!("the values set of {word} can't be empty: expected at least one value"),
+            ));
+        }
         let values = list
             .split(',')
             .map(|v| check_value(input, term, v.trim()))

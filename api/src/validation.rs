@@ -117,13 +117,21 @@ pub fn validate_labels(
     errs
 }
 
-/// Checks annotation keys (values are free-form).
+/// The most bytes all of an object's annotations may take, keys and values together
+/// (Kubernetes' `TotalAnnotationSizeLimitB`). Every write of the object stores, keeps in the
+/// watch window and sends to every watcher the whole annotation map again, so without a cap a
+/// few patches of one large annotation hold gigabytes.
+pub const TOTAL_ANNOTATION_SIZE_LIMIT_BYTES: usize = 256 * 1024;
+
+/// Checks annotation keys (values are free-form) and their total size.
 pub fn validate_annotations(
     annotations: &std::collections::BTreeMap<String, String>,
     path: &str,
 ) -> FieldErrors {
     let mut errs = FieldErrors::new();
-    for k in annotations.keys() {
+    let mut total = 0usize;
+    for (k, v) in annotations {
+        total += k.len() + v.len();
         if !is_qualified_name(k) {
             errs.push(FieldError::invalid(
                 format!("{path}[{k}]"),
@@ -131,6 +139,68 @@ pub fn validate_annotations(
             ));
         }
     }
+    if total > TOTAL_ANNOTATION_SIZE_LIMIT_BYTES {
+        errs.push(FieldError::new(
+            crate::error::FieldErrorKind::TooLong,
+            path,
+            format!(
+                "annotations take {total} bytes (keys and values): expected at most {TOTAL_ANNOTATION_SIZE_LIMIT_BYTES} bytes"
+            ),
+        ));
+    }
+    errs
+}
+
+/// The field paths of every string (map keys included) in `value` that holds a NUL character,
+/// as `spec.containers[0].command[1]`. NUL ends a string for the C interfaces a value reaches
+/// (`execve` arguments and environment, file names, log lines), so what ran would differ from
+/// what the API shows: Drover refuses it in every field rather than per field.
+pub fn nul_errors(value: &serde_json::Value) -> FieldErrors {
+    fn walk(v: &serde_json::Value, path: &mut String, errs: &mut FieldErrors) {
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => errs.push(FieldError::invalid(
+                path.clone(),
+                "expected a string without NUL (\\u0000) characters",
+            )),
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    walk(item, path, errs);
+                    path.truncate(len);
+                }
+            }
+            serde_json::Value::Object(map) => {
+                for (k, item) in map {
+                    let len = path.len();
+                    if k.contains('\0') {
+                        errs.push(FieldError::invalid(
+                            format!("{path}[{}]", k.replace('\0', "\\u0000")),
+                            "expected a key without NUL (\\u0000) characters",
+                        ));
+                        continue;
+                    }
+                    // Keys of free-form maps (labels, annotations, resources) read as `[key]`.
+                    let free_form = ["labels", "annotations", "Selector", "limits", "requests"]
+                        .iter()
+                        .any(|m| path.ends_with(m));
+                    if free_form || !k.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                        path.push_str(&format!("[{k}]"));
+                    } else {
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(k);
+                    }
+                    walk(item, path, errs);
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut errs = FieldErrors::new();
+    walk(value, &mut String::new(), &mut errs);
     errs
 }
 

@@ -53,6 +53,9 @@ fn refuses_bad_selectors() {
         "a=-x",
         "!",
         "a/b/c=d",
+        // Kubernetes: the values set of in and notin can't be empty.
+        "a notin ()",
+        "a in ( )",
     ] {
         let err = Selector::parse(input).expect_err(input);
         assert!(err.to_string().contains("invalid selector"), "{err}");

@@ -5,7 +5,7 @@ use drover_api::FieldErrors;
 use drover_api::Resource;
 use drover_api::batch::Job;
 use drover_api::coordination::Lease;
-use drover_api::core::{Binding, DeviceAssignment, Node, Pod};
+use drover_api::core::{Binding, DeviceAssignment, Namespace, Node, Pod};
 use drover_api::scheduling::{PodGroup, PriorityClass};
 
 /// A valid pod; each case appends to or replaces part of it.
@@ -174,7 +174,31 @@ fn invalid_pods_name_the_field() {
         (
             "device assignment for a missing container",
             with("  deviceAssignments: [{container: other, resource: nvidia.com/gpu, ids: [GPU-0]}]\n"),
-            vec!["spec.deviceAssignments[0].container"],
+            vec![
+                "spec.deviceAssignments",
+                "spec.deviceAssignments[0].container",
+            ],
+        ),
+        (
+            "devices chosen by the creator (only pods/binding sets them)",
+            with("  deviceAssignments: [{container: main, resource: nvidia.com/gpu, ids: [GPU-0]}]\n"),
+            vec!["spec.deviceAssignments"],
+        ),
+        (
+            "annotations over 256 KiB in all",
+            format!(
+                "kind: Pod\nmetadata: {{name: p, annotations: {{a: {a}, b: {a}}}}}\n{CONTAINER}",
+                a = "x".repeat(130 * 1024)
+            ),
+            vec!["metadata.annotations"],
+        ),
+        (
+            "label value over 63 characters",
+            format!(
+                "kind: Pod\nmetadata: {{name: p, labels: {{a: {}}}}}\n{CONTAINER}",
+                "x".repeat(64)
+            ),
+            vec!["metadata.labels[a]"],
         ),
         (
             "ports",
@@ -226,6 +250,41 @@ fn invalid_jobs_and_other_kinds_name_the_field() {
             "indexed without completions",
             errors::<Job>(&job("  completionMode: Indexed\n")),
             vec!["spec.completions"],
+        ),
+        (
+            "indexed with more completions and parallelism than Kubernetes allows",
+            errors::<Job>(&job(
+                "  completionMode: Indexed\n  completions: 1000000\n  parallelism: 100001\n",
+            )),
+            vec!["spec.completions", "spec.parallelism"],
+        ),
+        (
+            "indexed at the bound",
+            errors::<Job>(&job(
+                "  completionMode: Indexed\n  completions: 100000\n  parallelism: 100000\n",
+            )),
+            vec![],
+        ),
+        (
+            "template with devices",
+            errors::<Job>(&job("").replace(
+                "restartPolicy: Never\n",
+                "restartPolicy: Never\n      deviceAssignments: [{container: a, resource: nvidia.com/gpu, ids: [GPU-0]}]\n",
+            )),
+            vec!["spec.template.spec.deviceAssignments"],
+        ),
+        (
+            "namespace with a dot",
+            errors::<Namespace>("apiVersion: v1\nkind: Namespace\nmetadata: {name: a.b}\n"),
+            vec!["metadata.name"],
+        ),
+        (
+            "namespace of 64 characters",
+            errors::<Namespace>(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {}}}\n",
+                "a".repeat(64)
+            )),
+            vec!["metadata.name"],
         ),
         (
             "unknown completion mode",
@@ -455,4 +514,29 @@ fn job_template_is_fixed_unless_suspended() {
         fields(edited.validate_update(&suspended)),
         Vec::<String>::new()
     );
+}
+
+#[test]
+fn nul_characters_are_found_in_every_string_with_their_path() {
+    let pod = serde_json::json!({
+        "metadata": {"name": "p", "annotations": {"note": "a\0b"}, "finalizers": ["x\0"]},
+        "spec": {"containers": [{
+            "name": "main",
+            "command": ["sh", "-c\0"],
+            "env": [{"name": "A", "value": "\0"}],
+        }]},
+    });
+    let mut got = fields(drover_api::validation::nul_errors(&pod).into_result());
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "metadata.annotations[note]",
+            "metadata.finalizers[0]",
+            "spec.containers[0].command[1]",
+            "spec.containers[0].env[0].value",
+        ]
+    );
+    let clean = serde_json::json!({"spec": {"containers": [{"command": ["\\u0000 is text"]}]}});
+    assert!(drover_api::validation::nul_errors(&clean).0.is_empty());
 }

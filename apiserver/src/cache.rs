@@ -1,6 +1,7 @@
 //! The watch cache: every object in memory, indexed by kind and `(namespace, name)`, fed in
 //! revision order by the store's change feed, plus a window of recent changes so watches can
-//! resume from a resource version.
+//! resume from a resource version. The window is bounded by count and by bytes (of the events'
+//! JSON): whichever bound is reached first drops the oldest events.
 //!
 //! ```text
 //! store change feed ──► decode (outside the lock) ──► apply batch (write lock) ──► watchers
@@ -266,6 +267,8 @@ struct State {
     /// Objects by kind, then `(namespace, name)`.
     objects: HashMap<Arc<str>, KindObjects>,
     history: VecDeque<Arc<CacheEvent>>,
+    /// Bytes of the JSON of the objects in `history`.
+    history_bytes: usize,
     /// Every event after this revision is in `history`.
     history_from: u64,
     watchers: HashMap<u64, Watcher>,
@@ -287,6 +290,7 @@ pub struct WatchCache {
     applied: watch::Sender<u64>,
     kinds: Kinds,
     history_cap: usize,
+    history_bytes_cap: usize,
     watch_queue: usize,
 }
 
@@ -310,6 +314,7 @@ impl WatchCache {
                 rev: 0,
                 objects: HashMap::new(),
                 history: VecDeque::new(),
+                history_bytes: 0,
                 history_from: 0,
                 watchers: HashMap::new(),
                 next_watcher: 1,
@@ -320,8 +325,20 @@ impl WatchCache {
             applied: watch::Sender::new(0),
             kinds,
             history_cap,
+            history_bytes_cap: usize::MAX,
             watch_queue,
         }
+    }
+
+    /// Bounds the window of recent changes by the bytes of their objects' JSON too.
+    pub fn with_history_bytes(mut self, bytes: usize) -> Self {
+        self.history_bytes_cap = bytes;
+        self
+    }
+
+    /// The bytes of JSON the window of recent changes holds.
+    pub fn history_bytes(&self) -> usize {
+        self.read().history_bytes
     }
 
     /// Announces a write of `value` (the typed `object` encoded) under `key`: until the returned
@@ -406,6 +423,7 @@ impl WatchCache {
         }
         st.rev = rev;
         st.history.clear();
+        st.history_bytes = 0;
         st.history_from = rev;
         drop(st);
         self.applied.send_replace(rev);
@@ -450,6 +468,7 @@ impl WatchCache {
                     slow.push(*id);
                 }
             }
+            st.history_bytes += event.object.json.len();
             st.history.push_back(event);
         }
         for id in slow {
@@ -457,10 +476,12 @@ impl WatchCache {
             st.watchers.remove(&id);
             tracing::debug!(watcher = id, "dropped a watcher that fell behind");
         }
-        while st.history.len() > self.history_cap {
-            if let Some(e) = st.history.pop_front() {
-                st.history_from = e.rev;
-            }
+        while st.history.len() > self.history_cap || st.history_bytes > self.history_bytes_cap {
+            let Some(e) = st.history.pop_front() else {
+                break;
+            };
+            st.history_bytes -= e.object.json.len();
+            st.history_from = e.rev;
         }
         st.rev = last.revision;
         drop(st);
@@ -753,6 +774,44 @@ mod tests {
             Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)
         ));
         assert_eq!(cache.watcher_count(), 0);
+    }
+
+    #[test]
+    fn the_window_of_recent_changes_is_bounded_by_bytes() {
+        let (key, first, _) = pod("a", "img:0");
+        // Room for about three versions of the object (each carries its resourceVersion too).
+        let cap = 3 * (first.len() + 32);
+        let cache = WatchCache::new(Kinds::new(), 1000, 100).with_history_bytes(cap);
+        for rev in 1..=10u64 {
+            let (_, value, _) = pod("a", &format!("img:{rev}"));
+            cache.apply(&[put(&key, &value, rev)]);
+            assert!(
+                cache.history_bytes() <= cap,
+                "{} > {cap}",
+                cache.history_bytes()
+            );
+        }
+        let kept = cache.read().history.len();
+        assert!((1..=3).contains(&kept), "{kept} events kept");
+        assert_eq!(cache.history_bytes(), {
+            let st = cache.read();
+            st.history
+                .iter()
+                .map(|e| e.object.json.len())
+                .sum::<usize>()
+        });
+        let filter = || Filter {
+            kind: kind_id(Pod::GROUP, Pod::PLURAL),
+            ..Default::default()
+        };
+        // A watch from before the window is told to relist; one inside it gets what followed.
+        let err = cache.watch(filter(), Some(2)).err().expect("expired");
+        assert_eq!(err.reason, drover_api::Reason::Expired, "{err:?}");
+        let w = cache
+            .watch(filter(), Some(9))
+            .expect("watch inside the window");
+        assert_eq!(w.initial.len(), 1);
+        assert_eq!(w.initial[0].1.rv, 10);
     }
 
     #[test]

@@ -10,10 +10,17 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:6443";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// How many recent changes the watch cache keeps for watches that resume from a version.
 pub const DEFAULT_WATCH_HISTORY: usize = 100_000;
+/// The most bytes (of the objects' JSON) those recent changes may hold: a window bounded by count
+/// alone holds 100,000 copies of whatever was written, gigabytes for large objects. A watch
+/// resuming from before the window is told "expired, relist".
+pub const DEFAULT_WATCH_HISTORY_BYTES: usize = 256 << 20;
 /// How often the store's change history is compacted.
 pub const DEFAULT_COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
 /// How many revisions of history the store keeps at each compaction.
 pub const DEFAULT_COMPACTION_RETAIN: u64 = 100_000;
+/// The most bytes of old values the store keeps in its history, enforced after every write (the
+/// embedded store's bound; see `storage/embedded.rs`).
+pub const DEFAULT_COMPACTION_RETAIN_BYTES: u64 = crate::storage::embedded::DEFAULT_RETAIN_BYTES;
 /// How often an idle watch gets a bookmark with the current version.
 pub const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
 /// Events a watcher may have queued before it is dropped as too slow (it then resumes).
@@ -27,8 +34,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub watch_history: usize,
+    pub watch_history_bytes: usize,
     pub compaction_interval: Duration,
     pub compaction_retain: u64,
+    pub compaction_retain_bytes: u64,
     pub bookmark_interval: Duration,
     pub watch_queue: usize,
 }
@@ -43,8 +52,10 @@ impl ServerConfig {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 6443))),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             watch_history: DEFAULT_WATCH_HISTORY,
+            watch_history_bytes: DEFAULT_WATCH_HISTORY_BYTES,
             compaction_interval: DEFAULT_COMPACTION_INTERVAL,
             compaction_retain: DEFAULT_COMPACTION_RETAIN,
+            compaction_retain_bytes: DEFAULT_COMPACTION_RETAIN_BYTES,
             bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
             watch_queue: DEFAULT_WATCH_QUEUE,
         }

@@ -112,7 +112,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         path: config.data_dir.clone(),
         source,
     })?;
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(config.store_path())?);
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open_with_retention(
+        config.store_path(),
+        config.compaction_retain_bytes,
+    )?);
     start_with_store(config, store).await
 }
 
@@ -127,7 +130,8 @@ pub async fn start_with_store(
     })?;
     let auth = Authenticator::load_or_init(&config.tokens_path())?;
     let kinds = Kinds::new();
-    let cache = WatchCache::new(kinds.clone(), config.watch_history, config.watch_queue);
+    let cache = WatchCache::new(kinds.clone(), config.watch_history, config.watch_queue)
+        .with_history_bytes(config.watch_history_bytes);
 
     // Load everything, then follow the change feed from the revision of that read.
     let root = crate::keys::root().as_bytes().to_vec();

@@ -1,7 +1,7 @@
 //! The verbs of the API, independent of transport: REST and gRPC both call [`ApiService`].
 //!
 //! ```text
-//! request ─► authenticate ─► resolve kind ─► decode/default/validate (write.rs)
+//! request ─► authenticate ─► resolve kind ─► decode/default/validate (write.rs) ─► admission/
 //!         ─► store txn (compare on revision) ─► wait for the watch cache ─► answer
 //! ```
 //!
@@ -16,6 +16,7 @@ use drover_api::resource::split_api_version;
 use drover_api::selector::{FieldSelector, Selector};
 use drover_api::{KindInfo, Resource, Status};
 
+use crate::admission::Operation;
 use crate::auth::{Authenticator, User};
 use crate::cache::{CachedObject, Filter, WatchCache, WatchStart, kind_id};
 use crate::config::ServerConfig;
@@ -250,6 +251,25 @@ impl ApiService {
         }
     }
 
+    /// The admission hook: every create and every update of an object (not of its status)
+    /// passes the admission chain after validation, before it is stored.
+    fn admit(&self, r: &Resolved<'_>, op: Operation, p: Prepared) -> Result<Prepared, Status> {
+        crate::admission::Chain::standard().admit(op, &r.info, &self.cache, p)
+    }
+
+    fn admit_update(
+        &self,
+        r: &Resolved<'_>,
+        scope: UpdateScope,
+        p: Prepared,
+    ) -> Result<Prepared, Status> {
+        match scope {
+            UpdateScope::Object => self.admit(r, Operation::Update, p),
+            // Status is the system's report, not a request: nothing to admit.
+            UpdateScope::Status => Ok(p),
+        }
+    }
+
     fn render_prepared(&self, r: &Resolved<'_>, p: &Prepared, rev: u64) -> Bytes {
         crate::kinds::render_with_rv(&**r.ops, &p.value, rev).unwrap_or_else(|_| p.value.clone())
     }
@@ -267,6 +287,7 @@ impl ApiService {
             ));
         }
         let p = r.ops.prepare_create(body, &r.namespace, now())?;
+        let p = self.admit(&r, Operation::Create, p)?;
         self.check_namespace_open(&r.info, &p.namespace)?;
         match self.put(&r, &p, 0).await? {
             Ok(json) => Ok(json),
@@ -386,6 +407,7 @@ impl ApiService {
         };
         let old = self.get_cached(&r)?;
         let p = r.ops.prepare_update(body, &old, scope)?;
+        let p = self.admit_update(&r, scope, p)?;
         self.finish_update(&r, &old, p).await?.map_err(|()| {
             Status::conflict(
                 r.info.plural,
@@ -439,6 +461,7 @@ impl ApiService {
             crate::merge_patch::apply(&mut doc, &patch);
             let body = serde_json::to_vec(&doc).map_err(|e| Status::internal(e.to_string()))?;
             let p = r.ops.prepare_update(&body, &old, scope)?;
+            let p = self.admit_update(&r, scope, p)?;
             match self.finish_update(&r, &old, p).await? {
                 Ok(json) => return Ok(json),
                 Err(()) if !pinned => continue,

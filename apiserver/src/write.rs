@@ -85,6 +85,7 @@ pub fn encode<T: Resource>(mut obj: T, finalize_delete: bool) -> Result<Prepared
     meta.managed_fields = None;
     let value = serde_json::to_vec(&obj)
         .map_err(|e| Status::internal(format!("cannot encode {}: {e}", T::KIND)))?;
+    check_no_nul(&obj, &value)?;
     debug_assert_eq!(
         serde_json::from_slice::<T>(&value).ok().as_ref(),
         Some(&obj),
@@ -99,6 +100,26 @@ pub fn encode<T: Resource>(mut obj: T, finalize_delete: bool) -> Result<Prepared
         finalize_delete,
         object: Arc::new(obj),
     })
+}
+
+/// Refuses an object with a NUL character in any string (see
+/// [`drover_api::validation::nul_errors`]). Every write passes here, so one check covers every
+/// field of every kind. JSON spells NUL `\u0000`, so a scan of the encoded bytes finds every
+/// candidate; only then is the object walked for the field paths (a literal `\\u0000` text
+/// matches the scan too, and the walk clears it).
+fn check_no_nul<T: Resource>(obj: &T, value: &[u8]) -> Result<(), Status> {
+    let candidate = value
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\\' && value[i + 1..].starts_with(b"u0000"));
+    if !candidate {
+        return Ok(());
+    }
+    let tree: serde_json::Value = serde_json::from_slice(value)
+        .map_err(|e| Status::internal(format!("cannot decode {} again: {e}", T::KIND)))?;
+    drover_api::validation::nul_errors(&tree)
+        .into_result()
+        .map_err(|e| Status::invalid(T::KIND, &obj.meta().name, &e))
 }
 
 /// A random (version 4) UUID from the thread's CSPRNG: `Uuid::new_v4` asks the kernel for its
@@ -143,6 +164,10 @@ pub fn prepare_create<T: Resource>(
     meta.deletion_timestamp = None;
     meta.deletion_grace_period_seconds = None;
     meta.generation = 1;
+    if T::STATUS_OWNED_BY_SYSTEM {
+        // The status is the system's report: set through `/status` and admission defaults only.
+        obj.copy_status_from(&T::default());
+    }
     obj.default_fields();
     obj.validate()
         .map_err(|e| Status::invalid(T::KIND, &obj.meta().name, &e))?;

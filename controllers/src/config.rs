@@ -31,6 +31,9 @@ pub const DEFAULT_UNHEALTHY_ZONE_THRESHOLD: f64 = 0.55;
 pub const DEFAULT_TERMINATED_POD_GC_THRESHOLD: usize = 12500;
 /// How often the garbage collectors sweep.
 pub const DEFAULT_GC_PERIOD: Duration = Duration::from_secs(20);
+/// How long a pod's node must stay missing before the pod is collected as orphaned (Kubernetes'
+/// PodGC `quarantineTime`): a node deleted and registered again within it keeps its pods.
+pub const DEFAULT_ORPHANED_POD_QUARANTINE: Duration = Duration::from_secs(40);
 
 /// Settings of [`crate::run`].
 #[derive(Clone, Debug)]
@@ -54,6 +57,8 @@ pub struct ControllersConfig {
     /// Finished pods older than this (since they finished) are deleted, if set.
     pub terminated_pod_ttl: Option<Duration>,
     pub gc_period: Duration,
+    /// How long a pod's node must be missing before the pod is collected.
+    pub orphaned_pod_quarantine: Duration,
     /// Reconciles per controller at once.
     pub concurrency: usize,
 }
@@ -78,6 +83,7 @@ impl Default for ControllersConfig {
             terminated_pod_gc_threshold: DEFAULT_TERMINATED_POD_GC_THRESHOLD,
             terminated_pod_ttl: None,
             gc_period: DEFAULT_GC_PERIOD,
+            orphaned_pod_quarantine: DEFAULT_ORPHANED_POD_QUARANTINE,
             concurrency: crate::runtime::DEFAULT_CONCURRENCY,
         }
     }

@@ -6,7 +6,7 @@
 //! - [`podgroup`]: gang phases and member counts.
 //! - [`node_lifecycle`]: unreachable nodes, `NodeLost` evictions ([`eviction`] rate limits),
 //!   failed devices.
-//! - [`gc`] (owner references) and [`pod_gc`] (finished pods).
+//! - [`gc`] (owner references) and [`pod_gc`] (finished pods, pods of deleted nodes).
 //! - [`leader`]: leader election through a Lease, so several managers can run for availability.
 //! - [`events`]: Events about every decision a user would ask about.
 //!
@@ -112,6 +112,8 @@ async fn run_controllers(config: ControllersConfig, client: Client, clock: Clock
         config.terminated_pod_gc_threshold,
         config.terminated_pod_ttl,
         config.gc_period,
+        config.orphaned_pod_quarantine,
+        recorder.clone(),
     );
     let nodes = node_lifecycle::NodeLifecycle::new(
         client.clone(),

@@ -7,13 +7,19 @@
 //! its other devices.
 //!
 //! A lease counts as renewed when this controller sees it change, timed on this controller's
-//! own clock (as Kubernetes does), so clock skew between machines does not matter. This is a
+//! own clock (as Kubernetes does), so clock skew between machines does not matter. It judges
+//! only what it could see: while its lease watch is broken, and when the view becomes current
+//! again (the informer relisted or resumed after a failure: [`View::generation`]), every node
+//! gets a fresh grace period counted from then. An API outage longer than the grace period
+//! therefore taints no healthy node: agents could not renew either, and they get the grace
+//! period to do so once the API is back. This is a
 //! periodic monitor (every `node_monitor_period`), not a per-key reconcile: evictions share one
 //! rate limit across nodes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use drover_api::client::informer::View;
 use drover_api::client::{Client, ClientError, DeleteParams};
 use drover_api::coordination::Lease;
 use drover_api::core::{NODE_READY, Node, Pod, Taint, pod_phase, taint_effect};
@@ -62,6 +68,8 @@ pub struct NodeLifecycle {
     cfg: ControllersConfig,
     health: HashMap<String, Health>,
     limiter: ZoneLimiter,
+    /// The lease cache's view at the last pass.
+    lease_view: Option<View>,
 }
 
 /// How long `pod` stays on a node tainted `taint`: its own `tolerationSeconds`, forever when it
@@ -109,6 +117,7 @@ impl NodeLifecycle {
             cfg,
             health: HashMap::new(),
             limiter,
+            lease_view: None,
         }
     }
 
@@ -138,28 +147,51 @@ impl NodeLifecycle {
         ))
     }
 
-    /// One monitoring pass over every node.
-    pub async fn pass(&mut self) {
-        let now = Instant::now();
-        let nodes = self.caches.nodes.cache.list();
+    /// Updates every node's last-seen renewal from the lease cache; returns the names of the
+    /// nodes whose lease has not been seen renewed for the grace period.
+    pub fn judge(&mut self, nodes: &[Arc<Node>], now: Instant) -> Vec<String> {
         self.health
             .retain(|n, _| nodes.iter().any(|x| &x.metadata.name == n));
-        let mut zones: HashMap<String, (usize, usize)> = HashMap::new();
-        let mut unhealthy = Vec::new();
-        for node in &nodes {
-            let name = node.metadata.name.clone();
-            let renew = self.lease_renewal(&name);
+        let view = self.caches.node_leases.cache.view();
+        // Renewals made while the watch was broken were not seen when they happened: start
+        // every node's grace period again from now, while broken and once current again.
+        let blind = !view.current || self.lease_view != Some(view);
+        if blind && self.lease_view.is_some() {
+            tracing::info!(
+                ?view,
+                "lease view was not current; every node gets a fresh grace period"
+            );
+        }
+        self.lease_view = Some(view);
+        let mut lost = Vec::new();
+        for node in nodes {
+            let name = &node.metadata.name;
+            let renew = self.lease_renewal(name);
             let h = self.health.entry(name.clone()).or_insert(Health {
                 renew: renew.clone(),
                 seen_at: now,
                 admitted: false,
             });
-            if h.renew != renew {
+            if h.renew != renew || blind {
                 h.renew = renew;
                 h.seen_at = now;
             }
-            let lost =
-                now.saturating_duration_since(h.seen_at) >= self.cfg.node_monitor_grace_period;
+            if now.saturating_duration_since(h.seen_at) >= self.cfg.node_monitor_grace_period {
+                lost.push(name.clone());
+            }
+        }
+        lost
+    }
+
+    /// One monitoring pass over every node.
+    pub async fn pass(&mut self) {
+        let now = Instant::now();
+        let nodes = self.caches.nodes.cache.list();
+        let lost_nodes = self.judge(&nodes, now);
+        let mut zones: HashMap<String, (usize, usize)> = HashMap::new();
+        let mut unhealthy = Vec::new();
+        for node in &nodes {
+            let lost = lost_nodes.contains(&node.metadata.name);
             let zone = node
                 .metadata
                 .labels
@@ -172,7 +204,9 @@ impl NodeLifecycle {
                 e.1 += 1;
                 unhealthy.push(node.clone());
             } else {
-                h.admitted = false;
+                if let Some(h) = self.health.get_mut(&node.metadata.name) {
+                    h.admitted = false;
+                }
                 if let Err(e) = self.mark_reachable(node).await {
                     tracing::warn!(error = %e, "cannot clear the unreachable taint");
                 }
@@ -385,5 +419,115 @@ impl NodeLifecycle {
                 self.fail_pod(&p, DEVICE_FAILED, &msg).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_api::client::ClientConfig;
+    use drover_api::meta::ObjectMeta;
+
+    use super::*;
+
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(40);
+
+    fn lease(node: &str, version: &str) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: node.into(),
+                namespace: crate::config::DEFAULT_NODE_LEASE_NAMESPACE.into(),
+                resource_version: version.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// A monitor over caches the test fills by hand; nothing here reaches a server.
+    fn monitor() -> (NodeLifecycle, Arc<Caches>, Vec<Arc<Node>>) {
+        let client = Client::new(&ClientConfig {
+            server: "http://127.0.0.1:1".into(),
+            token: "unused".into(),
+        })
+        .expect("client");
+        let caches = Arc::new(Caches::new(
+            &client,
+            crate::config::DEFAULT_NODE_LEASE_NAMESPACE,
+        ));
+        let nodes = vec![Arc::new(Node::new("n1")), Arc::new(Node::new("n2"))];
+        caches
+            .nodes
+            .cache
+            .replace(nodes.iter().map(|n| (**n).clone()).collect());
+        caches
+            .node_leases
+            .cache
+            .replace(vec![lease("n1", "1"), lease("n2", "1")]);
+        let clock = Clock::new();
+        let events = Recorder::new(client.clone(), clock, "test");
+        let cfg = ControllersConfig::default().node_monitor_grace_period(GRACE);
+        let m = NodeLifecycle::new(client, caches.clone(), clock, events, cfg);
+        (m, caches, nodes)
+    }
+
+    fn secs(s: u64) -> std::time::Duration {
+        std::time::Duration::from_secs(s)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_not_renewed_for_the_grace_period_is_lost() {
+        let (mut m, caches, nodes) = monitor();
+        assert!(m.judge(&nodes, Instant::now()).is_empty());
+        tokio::time::advance(GRACE - secs(1)).await;
+        caches
+            .node_leases
+            .cache
+            .apply(drover_api::client::WatchEvent::Modified(lease("n2", "2")));
+        assert!(m.judge(&nodes, Instant::now()).is_empty());
+        tokio::time::advance(secs(2)).await;
+        assert_eq!(m.judge(&nodes, Instant::now()), ["n1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_longer_than_the_grace_period_loses_no_node() {
+        let (mut m, caches, nodes) = monitor();
+        assert!(m.judge(&nodes, Instant::now()).is_empty());
+        // The API goes away: the lease watch breaks, nobody renews, passes go on.
+        caches.node_leases.cache.mark_broken();
+        for _ in 0..4 {
+            tokio::time::advance(GRACE / 2).await;
+            assert!(
+                m.judge(&nodes, Instant::now()).is_empty(),
+                "judged while blind"
+            );
+        }
+        // The watch resumes; the agents need a moment to renew.
+        caches.node_leases.cache.mark_current();
+        assert!(m.judge(&nodes, Instant::now()).is_empty());
+        tokio::time::advance(GRACE - secs(1)).await;
+        assert!(
+            m.judge(&nodes, Instant::now()).is_empty(),
+            "the grace period restarts at the resync"
+        );
+        caches
+            .node_leases
+            .cache
+            .apply(drover_api::client::WatchEvent::Modified(lease("n1", "2")));
+        tokio::time::advance(secs(2)).await;
+        // n2's agent never came back: it is lost a grace period after the view was current.
+        assert_eq!(m.judge(&nodes, Instant::now()), ["n2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relist_gives_every_node_a_fresh_grace_period() {
+        let (mut m, caches, nodes) = monitor();
+        assert!(m.judge(&nodes, Instant::now()).is_empty());
+        // The watch's version expired behind the scenes; the informer listed again.
+        tokio::time::advance(GRACE + secs(5)).await;
+        caches
+            .node_leases
+            .cache
+            .replace(vec![lease("n1", "1"), lease("n2", "1")]);
+        assert!(m.judge(&nodes, Instant::now()).is_empty());
     }
 }

@@ -1,16 +1,28 @@
-//! Finished-pod garbage collection (Kubernetes' PodGC): when more than the threshold of finished
-//! pods exist, the oldest go; with a TTL set, finished pods older than it go. A Job's pod is kept
-//! until its end is counted (or its Job has finished or is gone), so deleting it loses nothing.
+//! Pod garbage collection (Kubernetes' PodGC).
+//!
+//! - Finished pods: when more than the threshold of finished pods exist, the oldest go; with a
+//!   TTL set, finished pods older than it go. A Job's pod is kept until its end is counted (or its
+//!   Job has finished or is gone), so deleting it loses nothing.
+//! - Orphaned pods (`gcOrphaned`): a pod bound to a node that no longer exists has no agent to
+//!   run it or to finish its deletion, so it would stay Running or Terminating forever. A pod is
+//!   collected only when its node is missing twice, a quarantine apart
+//!   ([`crate::config::DEFAULT_ORPHANED_POD_QUARANTINE`]): first from the node cache, then, after
+//!   the quarantine, from the API server itself — a node deleted and registered again in between
+//!   keeps its pods. A collected pod that had not finished is marked `Failed` with reason
+//!   `NodeLost` (so its Job counts and replaces it), then deleted with grace 0; a pod already
+//!   terminating or finished is deleted with grace 0 at once. Each gets an event.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use drover_api::client::{Client, DeleteParams};
-use drover_api::core::Pod;
+use drover_api::core::{Node, Pod, pod_phase};
 use tokio::time::Instant;
 
+use crate::events::{Recorder, reason};
 use crate::job::pods::COUNTED_ANNOTATION;
+use crate::node_lifecycle::NODE_LOST;
 use crate::runtime::{Caches, Stop};
 
 pub struct PodGc {
@@ -21,6 +33,11 @@ pub struct PodGc {
     period: Duration,
     /// When each finished pod was first seen finished.
     finished_at: HashMap<String, Instant>,
+    /// How long a pod's node must stay missing before the pod is collected.
+    quarantine: Duration,
+    /// Pods (by uid) whose node the cache did not have, and since when.
+    orphaned_since: HashMap<String, Instant>,
+    events: Recorder,
 }
 
 impl PodGc {
@@ -30,6 +47,8 @@ impl PodGc {
         threshold: usize,
         ttl: Option<Duration>,
         period: Duration,
+        quarantine: Duration,
+        events: Recorder,
     ) -> Self {
         PodGc {
             client,
@@ -38,6 +57,9 @@ impl PodGc {
             ttl,
             period,
             finished_at: HashMap::new(),
+            quarantine,
+            orphaned_since: HashMap::new(),
+            events,
         }
     }
 
@@ -69,8 +91,107 @@ impl PodGc {
         }
     }
 
-    /// One pass.
+    /// One pass: orphaned pods, then finished ones.
     pub async fn sweep(&mut self) {
+        self.sweep_orphaned().await;
+        self.sweep_finished().await;
+    }
+
+    /// Collects pods whose node is gone (see the module documentation).
+    pub async fn sweep_orphaned(&mut self) {
+        if !self.caches.nodes.cache.is_synced() {
+            // An empty cache is not "every node is gone".
+            return;
+        }
+        let now = Instant::now();
+        let orphans: Vec<Arc<Pod>> = self
+            .caches
+            .pods
+            .cache
+            .list()
+            .into_iter()
+            .filter(|p| {
+                p.is_bound()
+                    && self
+                        .caches
+                        .nodes
+                        .cache
+                        .get_named("", &p.spec.node_name)
+                        .is_none()
+            })
+            .collect();
+        self.orphaned_since
+            .retain(|uid, _| orphans.iter().any(|p| &p.metadata.uid == uid));
+        // Per pass, whether the API server still has each node: the second look.
+        let mut node_exists: HashMap<String, bool> = HashMap::new();
+        for p in orphans {
+            let since = match self.orphaned_since.get(&p.metadata.uid) {
+                Some(since) => *since,
+                None => {
+                    self.orphaned_since.insert(p.metadata.uid.clone(), now);
+                    continue;
+                }
+            };
+            if now.saturating_duration_since(since) < self.quarantine {
+                continue;
+            }
+            let node = &p.spec.node_name;
+            let exists = match node_exists.get(node) {
+                Some(e) => *e,
+                None => match self.client.all::<Node>().get_opt(node).await {
+                    Ok(n) => *node_exists.entry(node.clone()).or_insert(n.is_some()),
+                    Err(e) => {
+                        tracing::warn!(node = %node, error = %e, "cannot check the node of a pod");
+                        continue;
+                    }
+                },
+            };
+            if exists {
+                // Registered again: the cache will catch up; nothing to collect.
+                self.orphaned_since.remove(&p.metadata.uid);
+                continue;
+            }
+            self.collect_orphan(&p).await;
+            self.orphaned_since.remove(&p.metadata.uid);
+        }
+    }
+
+    async fn collect_orphan(&self, p: &Pod) {
+        let api = self.client.namespaced::<Pod>(&p.metadata.namespace);
+        let node = &p.spec.node_name;
+        let message = format!(
+            "Pod {} was bound to node {node}, which no longer exists",
+            p.metadata.name
+        );
+        if !p.is_terminal() && p.metadata.deletion_timestamp.is_none() {
+            let patch = serde_json::json!({"status": {
+                "phase": pod_phase::FAILED, "reason": NODE_LOST, "message": message}});
+            match api.patch_status(&p.metadata.name, &patch).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => return,
+                Err(e) => {
+                    tracing::warn!(pod = %p.metadata.name, error = %e, "cannot fail orphaned pod");
+                    return;
+                }
+            }
+        }
+        self.events.warning(p, reason::NODE_LOST, message);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            precondition_uid: Some(p.metadata.uid.clone()),
+            ..Default::default()
+        };
+        match api.delete(&p.metadata.name, &params).await {
+            Ok(_) => tracing::info!(pod = %p.metadata.name, node = %node, "deleted orphaned pod"),
+            Err(e) if e.is_not_found() || e.is_conflict() => {}
+            Err(e) => {
+                tracing::warn!(pod = %p.metadata.name, error = %e, "cannot delete orphaned pod")
+            }
+        }
+    }
+
+    /// Deletes finished pods past the threshold or the TTL.
+    pub async fn sweep_finished(&mut self) {
         let now = Instant::now();
         let finished: Vec<Arc<Pod>> = self
             .caches

@@ -55,6 +55,9 @@ pub fn validate_job(job: &Job) -> FieldErrors {
             "expected completions with completionMode Indexed",
         ));
     }
+    if mode == completion_mode::INDEXED {
+        validate_indexed_bounds(job, &mut errs);
+    }
     if spec.backoff_limit_per_index.is_some() && mode != completion_mode::INDEXED {
         errs.push(FieldError::forbidden(
             "spec.backoffLimitPerIndex",
@@ -79,6 +82,10 @@ pub fn validate_job(job: &Job) -> FieldErrors {
         "spec.template.metadata.annotations",
     ));
     errs.extend(validate_pod_spec(&spec.template.spec, "spec.template.spec"));
+    errs.extend(crate::core::pod_validation::forbid_device_assignments(
+        &spec.template.spec,
+        "spec.template.spec",
+    ));
     let restart = spec.template.spec.restart_policy.as_str();
     if restart != restart_policy::NEVER && restart != restart_policy::ON_FAILURE {
         errs.push(FieldError::not_supported(
@@ -88,6 +95,40 @@ pub fn validate_job(job: &Job) -> FieldErrors {
     }
     validate_gang(job, &mut errs);
     errs
+}
+
+/// The most completions (and pods at once) of an Indexed Job. Its status carries the completed
+/// and failed indexes, and the controller tracks every index, so the count bounds memory in the
+/// API server and the controller (Kubernetes' `maxParallelismForIndexedJob` and
+/// `completionsSoftLimit`).
+pub const MAX_INDEXED_COMPLETIONS: i32 = 100_000;
+
+fn validate_indexed_bounds(job: &Job, errs: &mut FieldErrors) {
+    let spec = &job.spec;
+    for (path, value) in [
+        ("spec.completions", spec.completions),
+        ("spec.parallelism", spec.parallelism),
+        ("spec.maxFailedIndexes", spec.max_failed_indexes),
+    ] {
+        if let Some(v) = value
+            && v > MAX_INDEXED_COMPLETIONS
+        {
+            errs.push(FieldError::invalid(
+                path,
+                format!(
+                    "{v}: expected at most {MAX_INDEXED_COMPLETIONS} with completionMode Indexed"
+                ),
+            ));
+        }
+    }
+    if let (Some(m), Some(c)) = (spec.max_failed_indexes, spec.completions)
+        && m > c
+    {
+        errs.push(FieldError::invalid(
+            "spec.maxFailedIndexes",
+            format!("{m}: expected at most the completions {c}"),
+        ));
+    }
 }
 
 fn validate_gang(job: &Job, errs: &mut FieldErrors) {

@@ -3,9 +3,16 @@
 //!
 //! The cache update is a pure step ([`Cache::apply`], [`Cache::replace`]) that tests drive without
 //! a server; [`Informer::run`] is the loop around it that talks to the API server.
+//!
+//! A cache also says how current its view is ([`Cache::view`]): whether its watch is up, and
+//! how many times the view became current again after a break (a failed list or watch, an
+//! expired version). Readers that judge time since something last changed (the node-lifecycle
+//! controller's lease renewals) use it not to mistake "I could not see it" for "it did not
+//! change".
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -53,11 +60,27 @@ impl<T> Change<T> {
     }
 }
 
+/// How current a cache's view is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// How many times the view became current after being broken (the first list counts).
+    pub generation: u64,
+    /// Whether the view is current now: listed, and the watch after it up.
+    pub current: bool,
+}
+
+#[derive(Default)]
+struct ViewState {
+    generation: AtomicU64,
+    current: AtomicBool,
+}
+
 /// The cached objects of one kind. Cheap to clone; readers never wait on the network.
 pub struct Cache<T> {
     // Lock order: only this lock; never held across an await or a handler call.
     objects: Arc<RwLock<HashMap<String, Arc<T>>>>,
     synced: watch::Sender<bool>,
+    view: Arc<ViewState>,
 }
 
 impl<T> Clone for Cache<T> {
@@ -65,6 +88,7 @@ impl<T> Clone for Cache<T> {
         Cache {
             objects: self.objects.clone(),
             synced: self.synced.clone(),
+            view: self.view.clone(),
         }
     }
 }
@@ -86,6 +110,29 @@ impl<T: Resource> Cache<T> {
         Cache {
             objects: Arc::new(RwLock::new(HashMap::new())),
             synced: watch::Sender::new(false),
+            view: Arc::default(),
+        }
+    }
+
+    /// How current the view is (see [`View`]).
+    pub fn view(&self) -> View {
+        View {
+            generation: self.view.generation.load(Ordering::Acquire),
+            current: self.view.current.load(Ordering::Acquire),
+        }
+    }
+
+    /// Records that changes may be going unseen (the list or watch failed). The informer calls
+    /// it; so may tests that drive a cache by hand.
+    pub fn mark_broken(&self) {
+        self.view.current.store(false, Ordering::Release);
+    }
+
+    /// Records that the view is current again (a list loaded, or a watch resumed after a
+    /// break); starts a new [`View::generation`] if it was broken.
+    pub fn mark_current(&self) {
+        if !self.view.current.swap(true, Ordering::AcqRel) {
+            self.view.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -179,6 +226,9 @@ impl<T: Resource> Cache<T> {
             std::mem::swap(&mut *map, &mut fresh);
         }
         changes.push(Change::Synced);
+        // A relist is a new view even when the watch never looked broken.
+        self.mark_broken();
+        self.mark_current();
         self.synced.send_replace(true);
         changes
     }
@@ -265,6 +315,7 @@ impl<T: Resource> Informer<T> {
             let list = match self.api.list_all(&self.params).await {
                 Ok(l) => l,
                 Err(e) => {
+                    self.cache.mark_broken();
                     tracing::warn!(kind = T::KIND, error = %e, "list failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.max_backoff);
@@ -278,9 +329,13 @@ impl<T: Resource> Informer<T> {
             // Watch until the version expires; reconnect from the last version seen otherwise.
             loop {
                 match self.watch_once(&mut rv).await {
-                    WatchEnd::Expired => break,
+                    WatchEnd::Expired => {
+                        self.cache.mark_broken();
+                        break;
+                    }
                     WatchEnd::Closed => backoff = self.initial_backoff,
                     WatchEnd::Failed(e) => {
+                        self.cache.mark_broken();
                         tracing::debug!(kind = T::KIND, error = %e, "watch failed; resuming");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(self.max_backoff);
@@ -296,6 +351,8 @@ impl<T: Resource> Informer<T> {
             Err(e) if e.reason() == Some(Reason::Expired) => return WatchEnd::Expired,
             Err(e) => return WatchEnd::Failed(Box::new(e)),
         };
+        // Resumed from the last version seen: what was missed arrives first, on this stream.
+        self.cache.mark_current();
         tokio::pin!(stream);
         while let Some(item) = stream.next().await {
             match item {

@@ -59,11 +59,30 @@ impl Resource for Namespace {
     const SHORT_NAMES: &'static [&'static str] = &["ns"];
     const NAMESPACED: bool = false;
     const HAS_STATUS: bool = true;
+    /// The server alone moves the phase (`Active`, then `Terminating`).
+    const STATUS_OWNED_BY_SYSTEM: bool = true;
 
     crate::impl_resource_meta!(Namespace);
 
+    /// A namespace's name is a DNS label (no dots, at most 63 characters), not a subdomain as
+    /// other names are: it is the `metadata.namespace` of everything in it, which must be one.
     fn validate(&self) -> Result<(), FieldErrors> {
-        crate::validation::validate_object_meta(&self.metadata, false)
+        let mut errs = crate::validation::validate_object_meta(&self.metadata, false)
+            .err()
+            .unwrap_or_default();
+        let name = &self.metadata.name;
+        if !name.is_empty()
+            && crate::validation::is_dns1123_subdomain(name)
+            && !crate::validation::is_dns1123_label(name)
+        {
+            errs.push(crate::error::FieldError::invalid(
+                "metadata.name",
+                format!(
+                    "{name:?}: expected a lower-case RFC 1123 label (letters, digits and '-', starting and ending with a letter or digit, no '.', at most 63 characters)"
+                ),
+            ));
+        }
+        errs.into_result()
     }
 
     fn default_fields(&mut self) {

@@ -247,6 +247,8 @@ impl Resource for Node {
     const SHORT_NAMES: &'static [&'static str] = &["no"];
     const NAMESPACED: bool = false;
     const HAS_STATUS: bool = true;
+    // `STATUS_OWNED_BY_SYSTEM` stays false: an agent registers its node with the status it
+    // observed (capacity, devices, conditions), as the kubelet does.
 
     crate::impl_resource_meta!(Node);
 

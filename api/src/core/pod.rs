@@ -381,11 +381,14 @@ impl Resource for Pod {
     const SHORT_NAMES: &'static [&'static str] = &["po"];
     const NAMESPACED: bool = true;
     const HAS_STATUS: bool = true;
+    /// The scheduler, the node agent and the controllers report a pod's status; a body's
+    /// `phase: Succeeded` would otherwise finish a pod that never ran.
+    const STATUS_OWNED_BY_SYSTEM: bool = true;
 
     crate::impl_resource_meta!(Pod);
 
     fn validate(&self) -> Result<(), FieldErrors> {
-        super::pod_validation::validate_pod(self).into_result()
+        super::pod_validation::validate_pod_create(self).into_result()
     }
 
     fn validate_update(&self, old: &Self) -> Result<(), FieldErrors> {

@@ -18,7 +18,28 @@ use crate::validation::{
 /// Resource names without a domain that Kubernetes knows.
 const NATIVE_RESOURCES: &[&str] = &["cpu", "memory", "ephemeral-storage", "pods", "storage"];
 
-/// Checks a pod on create.
+/// Refuses devices chosen by a user: devices are the scheduler's to assign, through the binding
+/// subresource, which checks them against the node's free devices. A pod (or template) written
+/// with assignments would be started on devices another pod holds.
+pub fn forbid_device_assignments(spec: &PodSpec, path: &str) -> FieldErrors {
+    let mut errs = FieldErrors::new();
+    if !spec.device_assignments.is_empty() {
+        errs.push(FieldError::forbidden(
+            format!("{path}.deviceAssignments"),
+            "devices are set only through the binding subresource (pods/binding), by the scheduler",
+        ));
+    }
+    errs
+}
+
+/// Checks a pod on create: [`validate_pod`] and no devices chosen by the creator.
+pub fn validate_pod_create(pod: &Pod) -> FieldErrors {
+    let mut errs = validate_pod(pod);
+    errs.extend(forbid_device_assignments(&pod.spec, "spec"));
+    errs
+}
+
+/// Checks a pod (on create and update).
 pub fn validate_pod(pod: &Pod) -> FieldErrors {
     let mut errs = FieldErrors::new();
     if let Err(e) = crate::validation::validate_object_meta(&pod.metadata, true) {

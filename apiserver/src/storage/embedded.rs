@@ -11,7 +11,13 @@
 //! Tables:
 //! - `kv`: key → `[version][create_revision][mod_revision][value]` (the current key space);
 //! - `log`: revision → the encoded [`ChangeBatch`] of that revision (the change feed);
-//! - `meta`: `revision` (last committed) and `compacted` (history dropped at and before it).
+//! - `meta`: `revision` (last committed), `compacted` (history dropped at and before it) and
+//!   `log_bytes` (the size of the retained log).
+//!
+//! The log is bounded twice: by revisions, when the API server compacts it periodically
+//! ([`Store::compact`]), and by bytes, after every commit: the oldest entries go once the log
+//! holds more than the store's retained-bytes bound ([`DEFAULT_RETAIN_BYTES`],
+//! [`EmbeddedStore::open_with_retention`]), as if compacted.
 //!
 //! Group commit: one dedicated thread owns every write. It takes all the requests waiting in its
 //! queue (up to [`MAX_BATCH`]) and applies them in arrival order inside one write transaction
@@ -74,6 +80,11 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
+const META_LOG_BYTES: &str = "log_bytes";
+
+/// The most bytes of history (the `log` table: each change's new and previous value) the store
+/// keeps unless told otherwise.
+pub const DEFAULT_RETAIN_BYTES: u64 = 256 << 20;
 
 /// A durable, revisioned key-value store in one redb file. See the module documentation.
 ///
@@ -104,6 +115,10 @@ struct Shared {
     /// or publishes, so a reader who sees a revision can read its log entry.
     revision: AtomicU64,
     compacted: AtomicU64,
+    /// Bytes of the retained log, as of the last commit.
+    log_bytes: AtomicU64,
+    /// The log is trimmed to at most this many bytes after every commit.
+    retain_bytes: u64,
 }
 
 enum Request {
@@ -121,6 +136,14 @@ impl EmbeddedStore {
     /// Opens the store in the file at `path`, creating it (and its parent directories) when
     /// missing, and resumes its revision numbering and history.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with_retention(path, DEFAULT_RETAIN_BYTES)
+    }
+
+    /// [`open`](Self::open), keeping at most `retain_bytes` of history.
+    pub fn open_with_retention(
+        path: impl AsRef<Path>,
+        retain_bytes: u64,
+    ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
@@ -128,18 +151,20 @@ impl EmbeddedStore {
         }
         let db = Database::create(&path)
             .map_err(|e| backend(format!("cannot open store file {}", path.display()), e))?;
-        Self::start(db, path)
+        Self::start(db, path, retain_bytes)
     }
 
     /// Starts the writer over an opened database.
-    fn start(db: Database, path: PathBuf) -> Result<Self, StoreError> {
-        let (revision, compacted) = init_tables(&db)?;
-        info!(path = %path.display(), revision, compacted, "opened embedded store");
+    fn start(db: Database, path: PathBuf, retain_bytes: u64) -> Result<Self, StoreError> {
+        let (revision, compacted, log_bytes) = init_tables(&db)?;
+        info!(path = %path.display(), revision, compacted, log_bytes, "opened embedded store");
 
         let shared = Arc::new(Shared {
             db,
             revision: AtomicU64::new(revision),
             compacted: AtomicU64::new(compacted),
+            log_bytes: AtomicU64::new(log_bytes),
+            retain_bytes,
         });
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         let (requests, queue) = mpsc::channel(REQUEST_QUEUE);
@@ -157,6 +182,11 @@ impl EmbeddedStore {
     /// The file this store lives in.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Bytes of history the store retains (its log), as of the last commit.
+    pub fn log_bytes(&self) -> u64 {
+        self.shared.log_bytes.load(Ordering::Acquire)
     }
 
     async fn send(&self, request: Request) -> Result<(), StoreError> {
@@ -261,12 +291,12 @@ impl Store for EmbeddedStore {
     }
 }
 
-/// Creates the tables when missing and returns the stored `(revision, compacted)`.
-fn init_tables(db: &Database) -> Result<(Revision, Revision), StoreError> {
+/// Creates the tables when missing and returns the stored `(revision, compacted, log_bytes)`.
+fn init_tables(db: &Database) -> Result<(Revision, Revision, u64), StoreError> {
     let wtx = db
         .begin_write()
         .map_err(|e| backend("cannot begin the initial write transaction", e))?;
-    let (revision, compacted, last_logged) = {
+    let (revision, compacted, last_logged, log_bytes) = {
         wtx.open_table(KV)
             .map_err(|e| backend("cannot open table kv", e))?;
         let log = wtx
@@ -286,7 +316,22 @@ fn init_tables(db: &Database) -> Result<(Revision, Revision), StoreError> {
             .last()
             .map_err(|e| backend("cannot read the last log entry", e))?
             .map(|(k, _)| k.value());
-        (read(META_REVISION)?, read(META_COMPACTED)?, last)
+        // Stores written before the log's size was recorded: measure it once.
+        let log_bytes = match meta
+            .get(META_LOG_BYTES)
+            .map_err(|e| backend("cannot read meta log_bytes", e))?
+        {
+            Some(v) => v.value(),
+            None => {
+                let mut total = 0u64;
+                for entry in log.iter().map_err(|e| backend("cannot read the log", e))? {
+                    let (_, v) = entry.map_err(|e| backend("cannot read the log", e))?;
+                    total += v.value().len() as u64;
+                }
+                total
+            }
+        };
+        (read(META_REVISION)?, read(META_COMPACTED)?, last, log_bytes)
     };
     if let Some(last) = last_logged
         && last > revision
@@ -304,7 +349,7 @@ fn init_tables(db: &Database) -> Result<(Revision, Revision), StoreError> {
     }
     wtx.commit()
         .map_err(|e| backend("cannot commit the initial write transaction", e))?;
-    Ok((revision, compacted))
+    Ok((revision, compacted, log_bytes))
 }
 
 fn read_key(db: &Database, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
@@ -447,7 +492,7 @@ mod tests {
         let db = Database::builder()
             .create_with_backend(disk)
             .expect("in-memory database");
-        let store = EmbeddedStore::start(db, "flaky".into()).expect("start");
+        let store = EmbeddedStore::start(db, "flaky".into(), DEFAULT_RETAIN_BYTES).expect("start");
         let first = store.txn(put("k", "v1")).await.expect("put");
         let mut watch = store.watch(first.revision).await.expect("watch");
 
@@ -485,6 +530,55 @@ mod tests {
             store.current_revision().await.expect("revision"),
             first.revision
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn history_is_bounded_by_bytes_and_the_file_stops_growing() {
+        const VALUE: usize = 200 << 10;
+        const RETAIN: u64 = 2 << 20;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("store.redb");
+        let store = EmbeddedStore::open_with_retention(&path, RETAIN).expect("open");
+        let file_size = || std::fs::metadata(&path).expect("store file").len();
+        let write = |i: usize| {
+            let value = format!("{i:08}{}", "v".repeat(VALUE));
+            store.txn(put("big", &value))
+        };
+        // Each revision logs the new and the previous value: ~400 KiB.
+        for i in 0..40 {
+            write(i).await.expect("put");
+            assert!(store.log_bytes() <= RETAIN, "{} bytes", store.log_bytes());
+        }
+        let settled = file_size();
+        for i in 40..240 {
+            write(i).await.expect("put");
+        }
+        assert!(store.log_bytes() <= RETAIN, "{} bytes", store.log_bytes());
+        let after = file_size();
+        // 200 more writes of 400 KiB of log each would add 80 MiB: freed pages are reused.
+        assert!(
+            after <= settled + (4 << 20),
+            "the file grew from {settled} to {after} bytes"
+        );
+        let compacted = store.compacted_revision().await.expect("compacted");
+        assert!(
+            compacted > 200,
+            "old history was dropped: compacted {compacted}"
+        );
+        assert!(matches!(
+            store.watch(1).await.err(),
+            Some(StoreError::Compacted { .. })
+        ));
+        // The last revisions are still there to watch from.
+        let current = store.current_revision().await.expect("revision");
+        let mut feed = store.watch(current - 1).await.expect("watch");
+        let batch = feed.next().await.expect("batch").expect("ok");
+        assert_eq!(batch.revision, current);
+        drop(feed);
+        drop(store);
+        // The size is recorded, so a reopened store keeps its bound without measuring.
+        let store = EmbeddedStore::open_with_retention(&path, RETAIN).expect("reopen");
+        assert!(store.log_bytes() > 0 && store.log_bytes() <= RETAIN);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

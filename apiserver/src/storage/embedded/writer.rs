@@ -11,8 +11,8 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, error};
 
 use super::{
-    KV, LOG, MAX_BATCH, META, META_COMPACTED, META_REVISION, Request, Shared, backend, codec,
-    corrupt_key, error_chain,
+    KV, LOG, MAX_BATCH, META, META_COMPACTED, META_LOG_BYTES, META_REVISION, Request, Shared,
+    backend, codec, corrupt_key, error_chain,
 };
 use crate::storage::{
     Change, ChangeBatch, ChangeKind, Compare, KeyValue, Op, Revision, StoreError, Txn, TxnResult,
@@ -25,6 +25,8 @@ pub(super) struct Writer {
     /// Committed state; a batch works on copies and stores them back only once committed.
     revision: Revision,
     compacted: Revision,
+    /// Bytes of the log entries after `compacted`.
+    log_bytes: u64,
 }
 
 /// What one request did inside a batch that has not been committed yet.
@@ -39,6 +41,7 @@ struct Applied {
     published: Vec<Arc<ChangeBatch>>,
     revision: Revision,
     compacted: Revision,
+    log_bytes: u64,
 }
 
 impl Writer {
@@ -52,6 +55,7 @@ impl Writer {
         let writer = Self {
             revision: shared.revision.load(Ordering::Acquire),
             compacted: shared.compacted.load(Ordering::Acquire),
+            log_bytes: shared.log_bytes.load(Ordering::Acquire),
             shared,
             live,
         };
@@ -83,6 +87,10 @@ impl Writer {
             Ok(applied) => {
                 self.revision = applied.revision;
                 self.compacted = applied.compacted;
+                self.log_bytes = applied.log_bytes;
+                self.shared
+                    .log_bytes
+                    .store(applied.log_bytes, Ordering::Release);
                 self.shared
                     .compacted
                     .store(applied.compacted, Ordering::Release);
@@ -147,6 +155,7 @@ impl Writer {
             .map_err(|e| backend("cannot set durability", e))?;
         let mut revision = self.revision;
         let mut compacted = self.compacted;
+        let mut log_bytes = self.log_bytes;
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut published = Vec::new();
         {
@@ -160,7 +169,8 @@ impl Writer {
                 match request {
                     Request::Txn { txn, .. } => {
                         let result = match apply_txn(&mut kv, &mut log, txn, revision)? {
-                            TxnStep::Applied(changes) => {
+                            TxnStep::Applied(changes, logged) => {
+                                log_bytes += logged;
                                 revision = changes.revision;
                                 published.push(Arc::new(changes));
                                 Ok(TxnResult {
@@ -191,8 +201,13 @@ impl Writer {
                             })
                         } else {
                             if *to > compacted {
-                                log.retain_in(compacted..=*to, |_, _| false)
-                                    .map_err(|e| backend("cannot drop history", e))?;
+                                let mut dropped = 0u64;
+                                log.retain_in(compacted..=*to, |_, entry| {
+                                    dropped += entry.len() as u64;
+                                    false
+                                })
+                                .map_err(|e| backend("cannot drop history", e))?;
+                                log_bytes = log_bytes.saturating_sub(dropped);
                                 compacted = *to;
                             }
                             Ok(())
@@ -201,9 +216,26 @@ impl Writer {
                     }
                 }
             }
+            // The byte bound holds after every commit, not only at the periodic compaction:
+            // large values written quickly (patches of a big annotation) would otherwise fill
+            // the disk between two compactions. Freed pages are reused by later writes, so the
+            // file stops growing once the log is at its bound.
+            while log_bytes > self.shared.retain_bytes {
+                let Some((rev, len)) = log
+                    .pop_first()
+                    .map_err(|e| backend("cannot drop history", e))?
+                    .map(|(k, v)| (k.value(), v.value().len() as u64))
+                else {
+                    break;
+                };
+                log_bytes = log_bytes.saturating_sub(len);
+                compacted = compacted.max(rev);
+            }
             let mut meta = wtx
                 .open_table(META)
                 .map_err(|e| backend("cannot open table meta", e))?;
+            meta.insert(META_LOG_BYTES, log_bytes)
+                .map_err(|e| backend("cannot write meta log_bytes", e))?;
             meta.insert(META_REVISION, revision)
                 .map_err(|e| backend("cannot write meta revision", e))?;
             meta.insert(META_COMPACTED, compacted)
@@ -216,14 +248,15 @@ impl Writer {
             published,
             revision,
             compacted,
+            log_bytes,
         })
     }
 }
 
 /// What applying one transaction did.
 enum TxnStep {
-    /// The ops changed something, at the next revision.
-    Applied(ChangeBatch),
+    /// The ops changed something, at the next revision; the log entry took this many bytes.
+    Applied(ChangeBatch, u64),
     /// The compares held but the ops changed nothing (no ops, or deletes of absent keys).
     Unchanged,
     /// The compare at this index failed; nothing was written.
@@ -334,7 +367,8 @@ fn apply_txn(
         }
     }
     let batch = ChangeBatch { revision, changes };
-    log.insert(revision, codec::encode_batch(&batch).as_slice())
+    let entry = codec::encode_batch(&batch);
+    log.insert(revision, entry.as_slice())
         .map_err(|e| backend("cannot append to the log", e))?;
-    Ok(TxnStep::Applied(batch))
+    Ok(TxnStep::Applied(batch, entry.len() as u64))
 }
