@@ -93,8 +93,10 @@ pub fn decode_typed<T: Resource>(json: &[u8]) -> Result<T, Status> {
     if let Ok(obj) = serde_json::from_slice(json) {
         return Ok(obj);
     }
-    let de = &mut serde_json::Deserializer::from_slice(json);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    // The recursion limit of serde_json (128 levels) stays on here too: the path tracker wraps
+    // the same deserializer, it does not replace it.
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let obj = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = clean_serde_message(&inner.to_string());
@@ -103,7 +105,30 @@ pub fn decode_typed<T: Resource>(json: &[u8]) -> Result<T, Status> {
             return Status::bad_request(format!("cannot decode {}: {message}", T::KIND));
         }
         Status::invalid(T::KIND, "", &FieldError::invalid(path, message).into())
-    })
+    })?;
+    // The fast path refused the body for trailing data only if the object itself decoded: one
+    // object per body, and nothing after it but whitespace.
+    de.end().map_err(|_| trailing_data::<T>(json))?;
+    Ok(obj)
+}
+
+/// The error for a body with something after its object: names where it starts and what it is.
+fn trailing_data<T: Resource>(json: &[u8]) -> Status {
+    let end = object_end(json).unwrap_or(0);
+    let rest = json[end..].trim_ascii_start();
+    let offset = json.len() - rest.len();
+    let shown: String = String::from_utf8_lossy(&rest[..rest.len().min(32)]).into_owned();
+    Status::bad_request(format!(
+        "cannot decode {}: unexpected data after the object at byte {offset}: {shown:?} (a body holds exactly one object)",
+        T::KIND
+    ))
+}
+
+/// Where the first JSON value of `json` ends.
+fn object_end(json: &[u8]) -> Option<usize> {
+    let mut it = serde_json::Deserializer::from_slice(json).into_iter::<serde::de::IgnoredAny>();
+    it.next()?.ok()?;
+    Some(it.byte_offset())
 }
 
 /// The JSON clients see for a stored value at revision `rv`: the stored JSON (which never holds
@@ -170,6 +195,33 @@ pub fn downcast<T: Resource>(obj: &dyn ErasedObject) -> Result<&T, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_refuses_anything_after_the_object() {
+        let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[{"name":"c","command":["true"]}]}}"#;
+        assert!(decode_typed::<drover_api::core::Pod>(pod.as_bytes()).is_ok());
+        assert!(decode_typed::<drover_api::core::Pod>(format!(" {pod}\n\t ").as_bytes()).is_ok());
+        let cases = [
+            ("garbage", format!("{pod}garbage"), "\"garbage\""),
+            ("second object", format!("{pod}{pod}"), "\"{\\\"apiVersion"),
+            (
+                "second object after a newline",
+                format!("{pod}\n{pod}"),
+                "\"{\\\"apiVersion",
+            ),
+            ("a stray bracket", format!("{pod}]"), "\"]\""),
+        ];
+        for (name, body, shown) in cases {
+            let e = decode_typed::<drover_api::core::Pod>(body.as_bytes()).expect_err(name);
+            assert_eq!(e.code, 400, "{name}: {e:?}");
+            assert!(
+                e.message.contains("unexpected data after the object"),
+                "{name}: {}",
+                e.message
+            );
+            assert!(e.message.contains(shown), "{name}: {}", e.message);
+        }
+    }
 
     #[test]
     fn splice_puts_the_version_first_in_metadata() {
