@@ -193,9 +193,7 @@ impl NodeContext {
             let free: Vec<String> = discovery
                 .inventory
                 .devices_of(&resource)
-                .filter(|d| {
-                    d.is_healthy() && in_use.get(&d.id).is_none_or(|o| o.uid == claim.uid)
-                })
+                .filter(|d| d.is_healthy() && in_use.get(&d.id).is_none_or(|o| o.uid == claim.uid))
                 .filter(|d| !picked.contains(&d.id))
                 .take(count as usize)
                 .map(|d| d.id.clone())
@@ -492,7 +490,12 @@ mod tests {
                 &["gpu-2"],
                 Err("device gpu-2 assigned to pod default/b is unhealthy on node n1: XID 79"),
             ),
-            ("named twice", &me, &["gpu-1", "gpu-1"], Err("assigned twice")),
+            (
+                "named twice",
+                &me,
+                &["gpu-1", "gpu-1"],
+                Err("assigned twice"),
+            ),
         ];
         let inv = inventory();
         for (name, claim, ids, want) in cases {
@@ -517,7 +520,14 @@ mod tests {
             .map(|i| Claim::new(&format!("u{i}"), "ns", &format!("p{i}")))
             .collect();
         let wants: [&[&str]; 3] = [&["gpu-0"], &["gpu-0", "gpu-1"], &["gpu-1"]];
-        let orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        let orders = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
         for order in orders {
             let mut in_use: HashMap<String, Claim> = HashMap::new();
             for i in order {
