@@ -103,8 +103,24 @@ pub struct NodeContext {
     pub backoff: Backoff,
     pub pids_limit: Option<u64>,
     pub logs: Arc<LogIndex>,
-    /// Device id → uid of the pod using it.
-    in_use: Mutex<HashMap<String, String>>,
+    /// Device id → the pod holding it.
+    in_use: Mutex<HashMap<String, Claim>>,
+}
+
+/// The pod that holds a device: its uid (the identity) and `namespace/name` (for messages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub uid: String,
+    pub key: String,
+}
+
+impl Claim {
+    pub(crate) fn new(uid: &str, namespace: &str, name: &str) -> Self {
+        Claim {
+            uid: uid.to_string(),
+            key: format!("{namespace}/{name}"),
+        }
+    }
 }
 
 impl std::fmt::Debug for NodeContext {
@@ -141,7 +157,7 @@ impl NodeContext {
         }
     }
 
-    fn in_use(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn in_use(&self) -> std::sync::MutexGuard<'_, HashMap<String, Claim>> {
         self.in_use.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -149,7 +165,7 @@ impl NodeContext {
     /// device resource the container requests.
     pub(crate) fn pick_free_devices(
         &self,
-        uid: &str,
+        claim: &Claim,
         c: &Container,
     ) -> Result<Vec<String>, String> {
         let requests = c.resources.effective_requests();
@@ -177,7 +193,7 @@ impl NodeContext {
             let free: Vec<String> = discovery
                 .inventory
                 .devices_of(&resource)
-                .filter(|d| d.is_healthy() && in_use.get(&d.id).is_none_or(|owner| owner == uid))
+                .filter(|d| d.is_healthy() && in_use.get(&d.id).is_none_or(|o| o.uid == claim.uid))
                 .filter(|d| !picked.contains(&d.id))
                 .take(count as usize)
                 .map(|d| d.id.clone())
@@ -191,7 +207,7 @@ impl NodeContext {
                 ));
             }
             for id in &free {
-                in_use.insert(id.clone(), uid.to_string());
+                in_use.insert(id.clone(), claim.clone());
             }
             picked.extend(free);
         }
@@ -216,16 +232,79 @@ impl NodeContext {
             .collect()
     }
 
-    pub(crate) fn claim_devices(&self, uid: &str, ids: &[String]) {
+    /// Claims devices already known to be this pod's (a recovered pod's record), unchecked:
+    /// they were checked when the pod was first allocated.
+    pub(crate) fn claim_devices(&self, claim: &Claim, ids: &[String]) {
         let mut in_use = self.in_use();
         for id in ids {
-            in_use.insert(id.clone(), uid.to_string());
+            in_use.insert(id.clone(), claim.clone());
         }
     }
 
-    pub(crate) fn release_devices(&self, uid: &str) {
-        self.in_use().retain(|_, owner| owner != uid);
+    /// Checks and claims, in one step, devices named by the pod's binding. The binding comes
+    /// through the API and the API does not know this node's claims, so an id another pod holds,
+    /// an id not in this node's inventory, or an unhealthy device is refused here: the message
+    /// names the device, this pod and the holder.
+    pub(crate) fn claim_assigned(&self, claim: &Claim, ids: &[String]) -> Result<(), String> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let discovery = self
+            .devices
+            .discover()
+            .map_err(|e| format!("cannot discover devices: {e}"))?;
+        let mut in_use = self.in_use();
+        check_assignment(&discovery.inventory, &in_use, claim, ids, &self.node_name)?;
+        for id in ids {
+            in_use.insert(id.clone(), claim.clone());
+        }
+        Ok(())
     }
+
+    pub(crate) fn release_devices(&self, uid: &str) {
+        self.in_use().retain(|_, owner| owner.uid != uid);
+    }
+
+    /// The pod holding a device, if any.
+    pub fn holder_of(&self, device: &str) -> Option<String> {
+        self.in_use().get(device).map(|c| c.key.clone())
+    }
+}
+
+/// Why `ids` cannot be given to the pod of `claim`, if they cannot: an unknown id, an
+/// unhealthy device, a device another pod holds, or an id named twice.
+fn check_assignment(
+    inventory: &drover_api::device::DeviceInventory,
+    in_use: &HashMap<String, Claim>,
+    claim: &Claim,
+    ids: &[String],
+    node: &str,
+) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for id in ids {
+        let pod = &claim.key;
+        if !seen.insert(id.as_str()) {
+            return Err(format!("device {id} is assigned twice to pod {pod}"));
+        }
+        let Some(device) = inventory.device(id) else {
+            return Err(format!(
+                "device {id} assigned to pod {pod} is not in the inventory of node {node}"
+            ));
+        };
+        if !device.is_healthy() {
+            let why = device.health_reason.as_deref().unwrap_or("no reason given");
+            return Err(format!(
+                "device {id} assigned to pod {pod} is unhealthy on node {node}: {why}"
+            ));
+        }
+        if let Some(holder) = in_use.get(id).filter(|h| h.uid != claim.uid) {
+            return Err(format!(
+                "device {id} assigned to pod {pod} is already in use by pod {} on node {node}",
+                holder.key
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A message to a pod's worker.
@@ -253,7 +332,13 @@ impl std::fmt::Debug for PodSupervisor {
 }
 
 impl PodSupervisor {
+    /// Claims the devices of the recovered pods that still run before anything else happens,
+    /// so a pod whose informer event arrives first cannot be given a device a recovered pod
+    /// holds.
     pub fn new(ctx: Arc<NodeContext>, recovered: Vec<PodRecord>) -> Self {
+        for r in recovered.iter().filter(|r| r.final_phase.is_empty()) {
+            ctx.claim_devices(&Claim::new(&r.uid, &r.namespace, &r.name), &r.devices);
+        }
         PodSupervisor {
             ctx,
             workers: HashMap::new(),
@@ -314,6 +399,7 @@ impl PodSupervisor {
         if let Some(tx) = self.workers.remove(uid) {
             let _ = tx.send(PodMsg::Deleted(pod.clone()));
         } else if let Some(record) = self.recovered.remove(uid) {
+            self.ctx.release_devices(&record.uid);
             self.forget(record);
         }
     }
@@ -327,6 +413,7 @@ impl PodSupervisor {
         self.synced = true;
         let orphans: Vec<PodRecord> = self.recovered.drain().map(|(_, r)| r).collect();
         for record in orphans {
+            self.ctx.release_devices(&record.uid);
             self.forget(record);
         }
     }
@@ -355,6 +442,104 @@ impl PodSupervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drover_api::device::{Device, DeviceHealth, DeviceInventory};
+
+    fn inventory() -> DeviceInventory {
+        let gpu = |id: &str, health| Device {
+            id: id.into(),
+            resource: "nvidia.com/gpu".into(),
+            health,
+            health_reason: (health == DeviceHealth::Unhealthy).then(|| "XID 79".to_string()),
+            ..Default::default()
+        };
+        DeviceInventory {
+            devices: vec![
+                gpu("gpu-0", DeviceHealth::Healthy),
+                gpu("gpu-1", DeviceHealth::Healthy),
+                gpu("gpu-2", DeviceHealth::Unhealthy),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn assignments_never_give_a_device_twice() {
+        let holder = Claim::new("u-a", "default", "a");
+        let me = Claim::new("u-b", "default", "b");
+        let in_use: HashMap<String, Claim> = [("gpu-0".to_string(), holder.clone())].into();
+        // (case, claimant, ids, Ok or a fragment of the error)
+        let cases: &[(&str, &Claim, &[&str], Result<(), &str>)] = &[
+            ("free device", &me, &["gpu-1"], Ok(())),
+            ("nothing", &me, &[], Ok(())),
+            ("the holder again", &holder, &["gpu-0", "gpu-1"], Ok(())),
+            (
+                "held by another pod",
+                &me,
+                &["gpu-1", "gpu-0"],
+                Err("device gpu-0 assigned to pod default/b is already in use by pod default/a"),
+            ),
+            (
+                "not on this node",
+                &me,
+                &["gpu-9"],
+                Err("device gpu-9 assigned to pod default/b is not in the inventory of node n1"),
+            ),
+            (
+                "unhealthy",
+                &me,
+                &["gpu-2"],
+                Err("device gpu-2 assigned to pod default/b is unhealthy on node n1: XID 79"),
+            ),
+            (
+                "named twice",
+                &me,
+                &["gpu-1", "gpu-1"],
+                Err("assigned twice"),
+            ),
+        ];
+        let inv = inventory();
+        for (name, claim, ids, want) in cases {
+            let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+            let got = check_assignment(&inv, &in_use, claim, &ids, "n1");
+            match (want, &got) {
+                (Ok(()), Ok(())) => {}
+                (Err(fragment), Err(message)) => {
+                    assert!(message.contains(fragment), "{name}: {message}")
+                }
+                _ => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    /// Every sequence of claims keeps each device with at most one pod: property over random
+    /// assignment orders of three pods on two healthy devices.
+    #[test]
+    fn claims_are_exclusive_in_any_order() {
+        let inv = inventory();
+        let pods: Vec<Claim> = (0..3)
+            .map(|i| Claim::new(&format!("u{i}"), "ns", &format!("p{i}")))
+            .collect();
+        let wants: [&[&str]; 3] = [&["gpu-0"], &["gpu-0", "gpu-1"], &["gpu-1"]];
+        let orders = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
+        for order in orders {
+            let mut in_use: HashMap<String, Claim> = HashMap::new();
+            for i in order {
+                let ids: Vec<String> = wants[i].iter().map(|s| s.to_string()).collect();
+                if check_assignment(&inv, &in_use, &pods[i], &ids, "n1").is_ok() {
+                    for id in ids {
+                        assert!(in_use.insert(id, pods[i].clone()).is_none(), "{order:?}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

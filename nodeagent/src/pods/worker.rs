@@ -147,6 +147,7 @@ impl Worker {
     fn begin(&mut self) {
         if let Err(message) = self.allocate() {
             tracing::warn!(%message, "cannot allocate the pod's devices");
+            self.ctx.release_devices(&self.record.uid);
             self.reason = "UnexpectedAdmissionError".into();
             self.message = message;
             self.record.final_phase = pod_phase::FAILED.into();
@@ -174,11 +175,19 @@ impl Worker {
         self.advance();
     }
 
-    /// Gives each container its devices: those the binding named, or (no scheduler) the first
-    /// free healthy ones.
+    /// Gives each container its devices: those the binding named (checked against this node's
+    /// inventory and claims), or (no scheduler) the first free healthy ones.
     fn allocate(&mut self) -> Result<(), String> {
         let pod = self.pod.clone();
-        let uid = pod.metadata.uid.clone();
+        let m = &pod.metadata;
+        let claim = super::Claim::new(&m.uid, &m.namespace, &m.name);
+        let assigned: Vec<String> = pod
+            .spec
+            .device_assignments
+            .iter()
+            .flat_map(|a| a.ids.clone())
+            .collect();
+        self.ctx.claim_assigned(&claim, &assigned)?;
         let mut all = Vec::new();
         for c in pod.spec.init_containers.iter().chain(&pod.spec.containers) {
             let mut ids: Vec<String> = pod
@@ -190,12 +199,18 @@ impl Worker {
                 .collect();
             if pod.spec.device_assignments.is_empty() {
                 ids = match self.record.devices.is_empty() {
-                    true => self.ctx.pick_free_devices(&uid, c)?,
+                    true => self.ctx.pick_free_devices(&claim, c)?,
                     false => self.ctx.recorded_devices_for(&self.record.devices, c),
                 };
             }
-            let alloc = self.ctx.devices.allocate(&ids).map_err(|e| e.to_string())?;
-            self.ctx.claim_devices(&uid, &ids);
+            let alloc = match self.ctx.devices.allocate(&ids) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.ctx.release_devices(&m.uid);
+                    return Err(e.to_string());
+                }
+            };
+            self.ctx.claim_devices(&claim, &ids);
             all.extend(ids);
             self.device_env.insert(c.name.clone(), alloc.env);
         }
