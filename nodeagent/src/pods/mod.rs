@@ -462,13 +462,16 @@ mod tests {
         }
     }
 
+    /// A case: its name, the claimant, the ids it is bound to, and Ok or a fragment of the error.
+    type AssignmentCase<'a> = (&'a str, &'a Claim, &'a [&'a str], Result<(), &'a str>);
+
     #[test]
     fn assignments_never_give_a_device_twice() {
         let holder = Claim::new("u-a", "default", "a");
         let me = Claim::new("u-b", "default", "b");
         let in_use: HashMap<String, Claim> = [("gpu-0".to_string(), holder.clone())].into();
         // (case, claimant, ids, Ok or a fragment of the error)
-        let cases: &[(&str, &Claim, &[&str], Result<(), &str>)] = &[
+        let cases: &[AssignmentCase] = &[
             ("free device", &me, &["gpu-1"], Ok(())),
             ("nothing", &me, &[], Ok(())),
             ("the holder again", &holder, &["gpu-0", "gpu-1"], Ok(())),
