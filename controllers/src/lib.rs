@@ -20,6 +20,7 @@ pub mod gc;
 pub mod job;
 pub mod leader;
 pub mod node_lifecycle;
+pub mod pod_failure;
 pub mod pod_gc;
 pub mod podgroup;
 pub mod runtime;

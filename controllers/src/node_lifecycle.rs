@@ -20,9 +20,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use drover_api::client::informer::View;
-use drover_api::client::{Client, ClientError, DeleteParams};
+use drover_api::client::{Client, ClientError};
 use drover_api::coordination::Lease;
-use drover_api::core::{NODE_READY, Node, Pod, Taint, pod_phase, taint_effect};
+use drover_api::core::{NODE_READY, Node, Pod, Taint, taint_effect};
 use drover_api::meta::{Condition, set_condition};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -355,28 +355,7 @@ impl NodeLifecycle {
 
     /// Fails a pod (status `Failed` with a reason), then deletes it with grace 0.
     async fn fail_pod(&self, pod: &Pod, why: &str, message: &str) {
-        let api = self.client.namespaced::<Pod>(&pod.metadata.namespace);
-        let patch = serde_json::json!({"status": {"phase": pod_phase::FAILED, "reason": why, "message": message}});
-        match api.patch_status(&pod.metadata.name, &patch).await {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => return,
-            Err(e) => {
-                tracing::warn!(pod = %pod.metadata.name, error = %e, "cannot fail pod");
-                return;
-            }
-        }
-        self.events.warning(pod, why, message);
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            precondition_uid: Some(pod.metadata.uid.clone()),
-            ..Default::default()
-        };
-        if let Err(e) = api.delete(&pod.metadata.name, &params).await
-            && !e.is_not_found()
-            && !e.is_conflict()
-        {
-            tracing::warn!(pod = %pod.metadata.name, error = %e, "cannot delete failed pod");
-        }
+        crate::pod_failure::fail_and_delete(&self.client, &self.events, pod, why, message).await;
     }
 
     async fn fail_pods_on_failed_devices(&self, node: &Node) {

@@ -9,18 +9,19 @@
 //!   ([`crate::config::DEFAULT_ORPHANED_POD_QUARANTINE`]): first from the node cache, then, after
 //!   the quarantine, from the API server itself — a node deleted and registered again in between
 //!   keeps its pods. A collected pod that had not finished is marked `Failed` with reason
-//!   `NodeLost` (so its Job counts and replaces it), then deleted with grace 0; a pod already
-//!   terminating or finished is deleted with grace 0 at once. Each gets an event.
+//!   `NodeLost` (so its Job counts and replaces it), then deleted with grace 0; a finished pod is
+//!   deleted with grace 0 at once. Each gets an event ([`crate::pod_failure`], the path the
+//!   node-lifecycle controller fails pods on too).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use drover_api::client::{Client, DeleteParams};
-use drover_api::core::{Node, Pod, pod_phase};
+use drover_api::core::{Node, Pod};
 use tokio::time::Instant;
 
-use crate::events::{Recorder, reason};
+use crate::events::Recorder;
 use crate::job::pods::COUNTED_ANNOTATION;
 use crate::node_lifecycle::NODE_LOST;
 use crate::runtime::{Caches, Stop};
@@ -157,37 +158,12 @@ impl PodGc {
     }
 
     async fn collect_orphan(&self, p: &Pod) {
-        let api = self.client.namespaced::<Pod>(&p.metadata.namespace);
-        let node = &p.spec.node_name;
         let message = format!(
-            "Pod {} was bound to node {node}, which no longer exists",
-            p.metadata.name
+            "Pod {} was bound to node {}, which no longer exists",
+            p.metadata.name, p.spec.node_name
         );
-        if !p.is_terminal() && p.metadata.deletion_timestamp.is_none() {
-            let patch = serde_json::json!({"status": {
-                "phase": pod_phase::FAILED, "reason": NODE_LOST, "message": message}});
-            match api.patch_status(&p.metadata.name, &patch).await {
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => return,
-                Err(e) => {
-                    tracing::warn!(pod = %p.metadata.name, error = %e, "cannot fail orphaned pod");
-                    return;
-                }
-            }
-        }
-        self.events.warning(p, reason::NODE_LOST, message);
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            precondition_uid: Some(p.metadata.uid.clone()),
-            ..Default::default()
-        };
-        match api.delete(&p.metadata.name, &params).await {
-            Ok(_) => tracing::info!(pod = %p.metadata.name, node = %node, "deleted orphaned pod"),
-            Err(e) if e.is_not_found() || e.is_conflict() => {}
-            Err(e) => {
-                tracing::warn!(pod = %p.metadata.name, error = %e, "cannot delete orphaned pod")
-            }
-        }
+        crate::pod_failure::fail_and_delete(&self.client, &self.events, p, NODE_LOST, &message)
+            .await;
     }
 
     /// Deletes finished pods past the threshold or the TTL.
