@@ -162,7 +162,8 @@ pub fn splice_resource_version(value: &[u8], rv: u64) -> Option<Bytes> {
     Some(Bytes::from(out))
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+/// Whether `needle` occurs in `haystack`.
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 

@@ -108,11 +108,7 @@ pub fn encode<T: Resource>(mut obj: T, finalize_delete: bool) -> Result<Prepared
 /// candidate; only then is the object walked for the field paths (a literal `\\u0000` text
 /// matches the scan too, and the walk clears it).
 fn check_no_nul<T: Resource>(obj: &T, value: &[u8]) -> Result<(), Status> {
-    let candidate = value
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\\' && value[i + 1..].starts_with(b"u0000"));
-    if !candidate {
+    if !crate::kinds::contains(value, b"\\u0000") {
         return Ok(());
     }
     let tree: serde_json::Value = serde_json::from_slice(value)
