@@ -18,6 +18,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use drover_api::client::{Client, ClientConfig};
 use drover_api::core::Namespace;
+use drover_api::validation::{is_dns1123_label, is_dns1123_subdomain};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -166,6 +167,9 @@ async fn container_logs(
             );
         }
     }
+    if let Err(why) = check_target(&namespace, &pod, &container) {
+        return reply(StatusCode::BAD_REQUEST, why);
+    }
     let Some(dir) = s.store.find_pod_dir(&namespace, &pod) else {
         return reply(
             StatusCode::NOT_FOUND,
@@ -173,7 +177,13 @@ async fn container_logs(
         );
     };
     let path = dir.join(format!("{container}.log"));
-    let file = match tokio::fs::File::open(&path).await {
+    // The pod's folder is the agent's; still, never follow a link out of it.
+    let file = match tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&path)
+        .await
+    {
         Ok(f) => f,
         Err(_) => {
             return reply(
@@ -212,6 +222,38 @@ async fn container_logs(
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|e| reply(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Refuses names that are not what the API allows (namespace and container: DNS-1123 labels;
+/// pod: a DNS-1123 subdomain), so no name can climb out of the pods folder (`..%2F` decodes to
+/// `../`) or match another pod's folder.
+fn check_target(namespace: &str, pod: &str, container: &str) -> Result<(), String> {
+    let checks = [
+        (
+            "namespace",
+            namespace,
+            is_dns1123_label(namespace),
+            "a DNS-1123 label",
+        ),
+        (
+            "pod",
+            pod,
+            is_dns1123_subdomain(pod),
+            "a DNS-1123 subdomain",
+        ),
+        (
+            "container",
+            container,
+            is_dns1123_label(container),
+            "a DNS-1123 label",
+        ),
+    ];
+    match checks.iter().find(|(_, _, ok, _)| !ok) {
+        None => Ok(()),
+        Some((what, value, _, expected)) => Err(format!(
+            "invalid {what} name {value:?}: expected {expected} (lower-case letters, digits and '-')"
+        )),
+    }
 }
 
 /// Where the last `n` lines of the file start.
@@ -333,6 +375,36 @@ pub fn rotate_logs(store: &StateStore, logs: &LogIndex, max_bytes: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_could_leave_the_pods_folder_are_refused() {
+        let cases: &[(&str, &str, &str, Option<&str>)] = &[
+            ("default", "train-0", "main", None),
+            ("default", "job.worker-1", "main", None),
+            (
+                "default",
+                "p",
+                "../../../../var/log/dpkg",
+                Some("invalid container name"),
+            ),
+            ("default", "p", "..", Some("invalid container name")),
+            ("default", "..", "main", Some("invalid pod name")),
+            ("default", "a/b", "main", Some("invalid pod name")),
+            ("..", "p", "main", Some("invalid namespace name")),
+            ("a_b", "p", "main", Some("invalid namespace name")),
+            ("default", "p", "", Some("invalid container name")),
+        ];
+        for (ns, pod, container, want) in cases {
+            let got = check_target(ns, pod, container);
+            match want {
+                None => assert!(got.is_ok(), "{ns}/{pod}/{container}: {got:?}"),
+                Some(w) => {
+                    let msg = got.expect_err(&format!("{ns}/{pod}/{container} accepted"));
+                    assert!(msg.starts_with(w), "{ns}/{pod}/{container}: {msg}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn tail_finds_the_last_lines() {
