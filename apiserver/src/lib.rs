@@ -6,6 +6,7 @@
 //! are the two transports on one port; [`server`] starts it all. Start reading at [`server::start`].
 
 pub mod admission;
+pub mod agent_credential;
 pub mod auth;
 pub mod cache;
 pub mod config;

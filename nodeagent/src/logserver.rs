@@ -1,9 +1,11 @@
 //! The agent's log server: `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=`
 //! serves a container's log file (the API server proxies `drover logs` here).
 //!
-//! Callers present a bearer token; the agent asks the API server whether it is valid (an
-//! authenticated read of the `default` namespace with that token) and remembers the answer for
-//! a short while, so only holders of a cluster token read logs.
+//! Callers present a bearer token; the agent asks the API server about it with a TokenReview (as
+//! the kubelet's webhook authentication does) for the audiences it accepts: its own node's
+//! (`drover:node:NAME`, the tokens the API server's log proxy mints for this node only) and the
+//! API server's (user tokens, for callers who come straight here). It remembers a positive answer
+//! for a short while.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,8 +18,8 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use drover_api::client::{Client, ClientConfig};
-use drover_api::core::Namespace;
+use drover_api::authentication::{API_AUDIENCE, TokenReview, TokenReviewSpec, node_audience};
+use drover_api::client::Client;
 use drover_api::validation::{is_dns1123_label, is_dns1123_subdomain};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -49,7 +51,9 @@ pub enum LogServerError {
 /// Checks bearer tokens against the API server, with a cache.
 #[derive(Debug)]
 pub struct TokenChecker {
-    server: String,
+    /// The agent's own client: it asks, the token under review is only the question.
+    client: Client,
+    audiences: Vec<String>,
     /// Token → when the positive answer expires. Only lock; never held across an await.
     valid: Mutex<HashMap<String, Instant>>,
 }
@@ -61,9 +65,11 @@ enum Verdict {
 }
 
 impl TokenChecker {
-    pub fn new(server: impl Into<String>) -> Self {
+    /// A checker for the log server of node `node`.
+    pub fn new(client: Client, node: &str) -> Self {
         TokenChecker {
-            server: server.into(),
+            client,
+            audiences: vec![node_audience(node), API_AUDIENCE.to_string()],
             valid: Mutex::new(HashMap::new()),
         }
     }
@@ -77,24 +83,23 @@ impl TokenChecker {
                 return Verdict::Valid;
             }
         }
-        let cfg = ClientConfig {
-            server: self.server.clone(),
-            token: token.to_string(),
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: token.to_string(),
+                audiences: self.audiences.clone(),
+            },
+            ..Default::default()
         };
-        let client = match Client::new(&cfg) {
-            Ok(c) => c,
-            Err(e) => return Verdict::Invalid(e.to_string()),
-        };
-        match client.all::<Namespace>().get("default").await {
-            Ok(_) => {
+        match self.client.all::<TokenReview>().create(&review).await {
+            Ok(r) if r.status.authenticated => {
                 self.valid
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(token.to_string(), Instant::now() + TOKEN_CACHE_TTL);
                 Verdict::Valid
             }
-            Err(e) if e.is_transient() => Verdict::Unknown(e.to_string()),
-            Err(e) => Verdict::Invalid(e.to_string()),
+            Ok(r) => Verdict::Invalid(r.status.error),
+            Err(e) => Verdict::Unknown(e.to_string()),
         }
     }
 }

@@ -164,3 +164,99 @@ fn log_names_cannot_climb_out_of_the_pod() {
         assert!(body.contains("invalid"), "{path}: {body}");
     }
 }
+
+/// Accepts one HTTP request on `listener`, answers it with a short log, and returns its head.
+fn capture_one_request(listener: std::net::TcpListener) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("the proxy to call");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
+            head.push(byte[0]);
+        }
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nfake log\n",
+        );
+        String::from_utf8_lossy(&head).into_owned()
+    })
+}
+
+#[test]
+fn the_log_proxy_never_forwards_the_callers_token() {
+    let (w, client, rt) = up_with(&[]);
+    let admin = ClientConfig::load(&w.config()).expect("config").token;
+    // Whoever may create Nodes declares where "its agent" listens: here, our own listener.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let nodes = client.all::<Node>();
+    let evil = rt.block_on(nodes.create(&Node::new("evil"))).expect("node");
+    let mut declared = evil.clone();
+    declared.status.addresses = vec![drover_api::core::NodeAddress {
+        type_: "InternalIP".into(),
+        address: "127.0.0.1".into(),
+    }];
+    declared.status.daemon_endpoints = Some(drover_api::core::NodeDaemonEndpoints {
+        kubelet_endpoint: Some(drover_api::core::DaemonEndpoint { port: port.into() }),
+    });
+    rt.block_on(nodes.update_status(&declared))
+        .expect("declare the address");
+    let mut p = pod("victim");
+    p.spec.node_name = "evil".into();
+    rt.block_on(client.namespaced::<Pod>("default").create(&p))
+        .expect("create the pod");
+
+    let captured = capture_one_request(listener);
+    let out = w.run(&["logs", "victim"]);
+    let head = captured.join().expect("the listener thread");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("fake log"),
+        "the proxy called the declared address: {out:?}"
+    );
+    assert!(
+        !head.contains(&admin),
+        "the caller's token reached the declared address:\n{head}"
+    );
+    let presented = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("authorization: Bearer ")
+                .or_else(|| l.strip_prefix("Authorization: Bearer "))
+        })
+        .expect("the proxy authenticates to the agent")
+        .trim()
+        .to_string();
+
+    // What the listener received is worth nothing on the API server...
+    let stolen = Client::new(&ClientConfig {
+        server: ClientConfig::load(&w.config()).expect("config").server,
+        token: presented.clone(),
+    })
+    .expect("client");
+    let e = rt
+        .block_on(stolen.all::<Node>().get("evil"))
+        .expect_err("the minted token must not authenticate API calls");
+    assert!(e.to_string().contains("Unauthorized"), "{e}");
+    // ...nor on another node's agent; only on the node it was minted for.
+    let review = |audience: String| {
+        let r = drover_api::authentication::TokenReview {
+            spec: drover_api::authentication::TokenReviewSpec {
+                token: presented.clone(),
+                audiences: vec![audience],
+            },
+            ..Default::default()
+        };
+        rt.block_on(
+            client
+                .all::<drover_api::authentication::TokenReview>()
+                .create(&r),
+        )
+        .expect("token review")
+        .status
+    };
+    let other = review(drover_api::authentication::node_audience("gpu-node-1"));
+    assert!(!other.authenticated, "{other:?}");
+    let own = review(drover_api::authentication::node_audience("evil"));
+    assert!(own.authenticated, "{own:?}");
+}
