@@ -181,6 +181,15 @@ impl api_server::Api for GrpcApi {
             field_selector: r.field_selector,
             resource_version: r.resource_version,
             allow_bookmarks: r.allow_bookmarks,
+            timeout: match r.timeout_seconds {
+                0 => None,
+                s if s > 0 => Some(std::time::Duration::from_secs(s as u64)),
+                s => {
+                    return Err(status_to_grpc(&Status::bad_request(format!(
+                        "timeoutSeconds: {s} is negative: expected a number of seconds"
+                    ))));
+                }
+            },
             ..Default::default()
         };
         let start = grpc(self.svc.watch(&user, &t, &opts).await)?;
@@ -192,7 +201,7 @@ impl api_server::Api for GrpcApi {
                 Box::new(move |rev| bookmark_object(&api_version, &kind, rev));
             (self.svc.config.bookmark_interval, render)
         });
-        let stream = frames(self.svc.cache().clone(), start, bookmarks).map(|f| {
+        let stream = frames(self.svc.cache().clone(), start, bookmarks, opts.timeout).map(|f| {
             Ok(proto::WatchEvent {
                 r#type: f.event_type.to_string(),
                 object: f.object,

@@ -52,6 +52,8 @@ pub struct ListOptions {
     pub continue_token: String,
     pub resource_version: String,
     pub allow_bookmarks: bool,
+    /// Watches only: end the watch after this long.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Options of delete.
@@ -366,6 +368,8 @@ impl ApiService {
     pub async fn list(&self, _user: &User, t: &Target, o: &ListOptions) -> Result<Bytes, Status> {
         let r = self.resolve(t)?;
         let filter = self.filter(&r, o)?;
+        // The cache answers at its own revision, which is never older than the one checked.
+        self.not_older_than(&o.resource_version).await?;
         let after = if o.continue_token.is_empty() {
             None
         } else {
@@ -387,6 +391,36 @@ impl ApiService {
         Ok(render_list(&r.info, &items, rev, &cont))
     }
 
+    /// The revision a list or watch must not be older than: `None` for "" and "0" (anything
+    /// recent), else the number, once the cache has reached it (as Kubernetes, a version the
+    /// cache does not reach within 3 s is `Timeout`). Anything else is a bad request.
+    async fn not_older_than(&self, resource_version: &str) -> Result<Option<u64>, Status> {
+        let rv: u64 = match resource_version {
+            "" | "0" => return Ok(None),
+            v => v.parse().map_err(|_| {
+                Status::bad_request(format!(
+                    "resourceVersion: {v:?} is not a valid version: expected a non-negative integer"
+                ))
+            })?,
+        };
+        if rv > self.cache.revision() {
+            let wait = self.cache.wait_for(rv);
+            if tokio::time::timeout(std::time::Duration::from_secs(3), wait)
+                .await
+                .is_err()
+            {
+                return Err(Status::new(
+                    Reason::Timeout,
+                    format!(
+                        "too large resource version: {rv}, current: {}",
+                        self.cache.revision()
+                    ),
+                ));
+            }
+        }
+        Ok(Some(rv))
+    }
+
     /// Starts a watch.
     pub async fn watch(
         &self,
@@ -396,30 +430,7 @@ impl ApiService {
     ) -> Result<WatchStart, Status> {
         let r = self.resolve(t)?;
         let filter = self.filter(&r, o)?;
-        let from = match o.resource_version.as_str() {
-            "" | "0" => None,
-            v => {
-                let rv: u64 = v.parse().map_err(|_| {
-                    Status::bad_request(format!("resourceVersion: {v:?} is not a valid version"))
-                })?;
-                if rv > self.cache.revision() {
-                    let wait = self.cache.wait_for(rv);
-                    if tokio::time::timeout(std::time::Duration::from_secs(3), wait)
-                        .await
-                        .is_err()
-                    {
-                        return Err(Status::new(
-                            Reason::Timeout,
-                            format!(
-                                "too large resource version: {rv}, current: {}",
-                                self.cache.revision()
-                            ),
-                        ));
-                    }
-                }
-                Some(rv)
-            }
-        };
+        let from = self.not_older_than(&o.resource_version).await?;
         self.cache.watch(filter, from)
     }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 
 use crate::cache::{WatchCache, WatchStart};
 
@@ -34,8 +34,16 @@ pub fn frames(
     cache: WatchCache,
     start: WatchStart,
     bookmarks: Option<(Duration, RenderBookmark)>,
+    timeout: Option<Duration>,
 ) -> impl Stream<Item = Frame> + Send + 'static {
-    async_stream::stream! {
+    // `timeoutSeconds`: the stream ends (and the watch with it) when the time is up.
+    let end = async move {
+        match timeout {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let events = async_stream::stream! {
         let WatchStart { initial, mut rx, id } = start;
         let _guard = Unwatch { cache: cache.clone(), id };
         for (t, o) in initial {
@@ -71,7 +79,8 @@ pub fn frames(
                 }
             }
         }
-    }
+    };
+    events.take_until(end)
 }
 
 /// A bookmark object of a kind: only `apiVersion`, `kind` and `metadata.resourceVersion`.

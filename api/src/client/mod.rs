@@ -249,6 +249,7 @@ impl Client {
             field_selector: params.field_selector.clone().unwrap_or_default(),
             resource_version: resource_version.to_string(),
             allow_bookmarks: true,
+            timeout_seconds: params.timeout_seconds.map(i64::from).unwrap_or(0),
         });
         let stream = self
             .grpc
@@ -351,7 +352,45 @@ pub fn status_to_error(server: &str, status: tonic::Status) -> ClientError {
         tonic::Code::ResourceExhausted => Reason::RequestEntityTooLarge,
         tonic::Code::DeadlineExceeded => Reason::Timeout,
         tonic::Code::Unimplemented => Reason::MethodNotAllowed,
+        // The server's errors carry their Status (above); a bare OutOfRange is tonic refusing
+        // a message over this client's own limit, before it was sent or once it arrived.
+        tonic::Code::OutOfRange => {
+            return ClientError::Api(Status::new(
+                Reason::RequestEntityTooLarge,
+                format!(
+                    "the message is over this client's limit of {MAX_MESSAGE_BYTES} bytes: {}",
+                    status.message()
+                ),
+            ));
+        }
         _ => Reason::InternalError,
     };
     ClientError::Api(Status::new(reason, status.message().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_without_a_status_map_to_reasons() {
+        let cases = [
+            (tonic::Code::OutOfRange, Some(Reason::RequestEntityTooLarge)),
+            (
+                tonic::Code::ResourceExhausted,
+                Some(Reason::RequestEntityTooLarge),
+            ),
+            (tonic::Code::Unauthenticated, Some(Reason::Unauthorized)),
+            (tonic::Code::Internal, Some(Reason::InternalError)),
+            (tonic::Code::Unavailable, None),
+        ];
+        for (code, want) in cases {
+            let got = status_to_error("s", tonic::Status::new(code, "too large"));
+            match (want, got) {
+                (Some(r), ClientError::Api(s)) => assert_eq!(s.reason, r, "{code:?}: {s:?}"),
+                (None, ClientError::Unreachable { .. }) => {}
+                (w, g) => panic!("{code:?}: want {w:?}, got {g:?}"),
+            }
+        }
+    }
 }

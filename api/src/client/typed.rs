@@ -27,6 +27,8 @@ pub struct ListParams {
     pub field_selector: Option<String>,
     pub limit: Option<u64>,
     pub continue_token: Option<String>,
+    /// Watches only: the server ends the watch after this many seconds.
+    pub timeout_seconds: Option<u32>,
 }
 
 impl ListParams {

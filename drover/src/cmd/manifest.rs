@@ -52,8 +52,12 @@ pub fn read_sources(paths: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         if p == "-" {
             let mut text = String::new();
             std::io::stdin()
+                .take(MAX_MANIFEST_BYTES + 1)
                 .read_to_string(&mut text)
                 .context("cannot read the manifest from stdin")?;
+            if text.len() as u64 > MAX_MANIFEST_BYTES {
+                return Err(too_large("stdin (stopped reading)", text.len() as u64));
+            }
             out.push(("stdin".to_string(), text));
             continue;
         }
@@ -85,7 +89,23 @@ fn is_manifest_file(p: &Path) -> bool {
     )
 }
 
+/// The largest manifest read (a file or stdin). The API server takes objects of a few MiB at
+/// most, so a larger manifest is a mistake; refusing it before reading keeps the CLI small.
+pub const MAX_MANIFEST_BYTES: u64 = 32 << 20;
+
+fn too_large(source: &str, size: u64) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{source} is {size} bytes: larger than the limit of {MAX_MANIFEST_BYTES} bytes for a manifest"
+    )
+}
+
 fn read_file(path: &Path) -> anyhow::Result<String> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    if size > MAX_MANIFEST_BYTES {
+        return Err(too_large(&path.display().to_string(), size));
+    }
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
