@@ -1,6 +1,7 @@
-//! Connections against a real in-process server on loopback (issue 12 item 7): idle sockets past
-//! the pending cap and the idle timeout are closed while real clients are served, and
-//! connections in use are never cut for being quiet.
+//! Connections against a real in-process server on loopback (issue 12 items 7 and 12): idle
+//! sockets past the pending cap and the idle timeout are closed while real clients are served,
+//! connections in use are never cut for being quiet, and unknown paths get a 404 `Status` (gRPC
+//! callers `UNIMPLEMENTED`).
 
 mod common;
 
@@ -169,4 +170,64 @@ async fn connections_in_use_are_not_cut_when_quiet() {
     .await
     .expect("the REST watch still delivers");
     assert!(seen.contains("ADDED"), "{seen}");
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_not_found_status_and_grpc_callers_unimplemented() {
+    let s = server().await;
+    for (method, path) in [
+        ("GET", "/foo"),
+        ("POST", "/foo/bar"),
+        ("GET", "/"),
+        ("DELETE", "/drover.v1.Nope/Create"),
+    ] {
+        let r = s.rest().call(method, path, "", Bytes::new()).await;
+        assert_eq!(r.code, 404, "{method} {path}");
+        let body = r.json();
+        assert_eq!(body["kind"], "Status", "{body}");
+        assert_eq!(body["apiVersion"], "v1", "{body}");
+        assert_eq!(body["status"], "Failure", "{body}");
+        assert_eq!(body["reason"], "NotFound", "{body}");
+        assert_eq!(body["code"], 404, "{body}");
+        assert_eq!(
+            body["message"],
+            format!("the server could not find the requested resource: {method} {path}"),
+        );
+    }
+
+    // gRPC over h2c: an unknown service, and an unknown method of the known one.
+    let h2 = HttpClient::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    for path in ["/drover.v1.Nope/Create", "/drover.v1.Api/Nope"] {
+        let req = http::Request::post(format!("{}{path}", s.server.url()))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+            .expect("request");
+        let resp = tokio::time::timeout(PATIENCE, h2.request(req))
+            .await
+            .expect("answered")
+            .expect("response");
+        assert_eq!(resp.status(), 200, "{path}");
+        let headers = resp.headers().clone();
+        let trailers = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .trailers()
+            .cloned();
+        let code = headers
+            .get("grpc-status")
+            .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // 12 is UNIMPLEMENTED.
+        assert_eq!(
+            code.as_deref(),
+            Some("12"),
+            "{path}: {headers:?} {trailers:?}"
+        );
+    }
 }
