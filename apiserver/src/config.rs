@@ -32,7 +32,8 @@ pub const DEFAULT_WATCH_QUEUE: usize = 10_000;
 pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most connections that may be waiting for their first request at once; a new connection
 /// past it closes the oldest waiting one, so a flood of idle sockets cycles through a bounded set
-/// of file descriptors while a client that sends its request at once is served.
+/// of file descriptors while a client that sends its request at once is served. Never more than
+/// half of the connections in all, so the waiting ones leave room for connections in use.
 pub const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 256;
 /// The most open connections in all; past it (or past the open-file limit less
 /// [`RESERVED_FILE_DESCRIPTORS`]), a new connection is closed at once.

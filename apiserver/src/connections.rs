@@ -44,18 +44,10 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The configured limits, with `max_connections` kept below the open-file limit.
+    /// The configured limits, with `max_connections` kept below the open-file limit (raised to
+    /// its hard limit first).
     pub fn new(config: &ServerConfig) -> Limits {
-        let mut max_connections = config.max_connections.max(1);
-        if let Some(files) = raise_open_file_limit() {
-            let budget = files.saturating_sub(RESERVED_FILE_DESCRIPTORS).max(1);
-            max_connections = max_connections.min(usize::try_from(budget).unwrap_or(usize::MAX));
-        }
-        let limits = Limits {
-            idle_timeout: config.idle_connection_timeout,
-            max_pending: config.max_pending_connections.clamp(1, max_connections),
-            max_connections,
-        };
+        let limits = Limits::within(config, raise_open_file_limit());
         info!(
             max_connections = limits.max_connections,
             max_pending_connections = limits.max_pending,
@@ -63,6 +55,26 @@ impl Limits {
             "connection limits"
         );
         limits
+    }
+
+    /// The configured limits within `open_files` file descriptors: the connections leave
+    /// [`RESERVED_FILE_DESCRIPTORS`] free, and those waiting for a first request take at most
+    /// half of them, so a flood of waiting ones always leaves room for connections in use (a new
+    /// one past the total is refused, not made room for).
+    fn within(config: &ServerConfig, open_files: Option<u64>) -> Limits {
+        let mut max_connections = config.max_connections.max(1);
+        if let Some(files) = open_files {
+            let budget = files.saturating_sub(RESERVED_FILE_DESCRIPTORS).max(1);
+            max_connections = max_connections.min(usize::try_from(budget).unwrap_or(usize::MAX));
+        }
+        Limits {
+            idle_timeout: config.idle_connection_timeout,
+            max_pending: config
+                .max_pending_connections
+                .min(max_connections / 2)
+                .max(1),
+            max_connections,
+        }
     }
 }
 
@@ -384,6 +396,38 @@ impl Drop for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_stay_within_the_open_files() {
+        // (case, max_connections, max_pending_connections, open files, expected total, pending)
+        let cases = [
+            (
+                "defaults, many files",
+                10_000,
+                256,
+                Some(1 << 20),
+                10_000,
+                256,
+            ),
+            ("defaults, 1,024 files", 10_000, 256, Some(1024), 768, 256),
+            ("few files", 10_000, 256, Some(300), 44, 22),
+            ("fewer files than reserved", 10_000, 256, Some(100), 1, 1),
+            ("limit unknown", 500, 256, None, 500, 250),
+            ("pending past the total", 100, 1000, Some(1 << 20), 100, 50),
+            ("zeroes", 0, 0, Some(1 << 20), 1, 1),
+        ];
+        for (case, total, pending, files, want_total, want_pending) in cases {
+            let mut c = ServerConfig::new("unused");
+            c.max_connections = total;
+            c.max_pending_connections = pending;
+            let l = Limits::within(&c, files);
+            assert_eq!(
+                (l.max_connections, l.max_pending),
+                (want_total, want_pending),
+                "{case}"
+            );
+        }
+    }
 
     #[test]
     fn the_oldest_waiting_connection_makes_room_and_started_ones_leave_the_set() {
