@@ -231,3 +231,27 @@ async fn unknown_paths_get_a_not_found_status_and_grpc_callers_unimplemented() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_http2_connection_allows_a_thousand_streams() {
+    // hyper's default of 200 filled up with watches; the client's pool opens another connection
+    // only when every stream the server allows is taken.
+    let s = server().await;
+    let tcp = TcpStream::connect(s.server.addr).await.expect("connect");
+    let (mut send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("{}/healthz", s.server.url()))
+        .body(())
+        .expect("request");
+    let (resp, _) = send.send_request(req, true).expect("send");
+    let resp = tokio::time::timeout(PATIENCE, resp)
+        .await
+        .expect("answered")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    // The server's SETTINGS came before its answer.
+    assert_eq!(
+        send.current_max_send_streams(),
+        drover_apiserver::config::HTTP2_MAX_CONCURRENT_STREAMS as usize
+    );
+}
