@@ -6,6 +6,7 @@
 //! [`client`] is how every component talks to the API server. This crate does no I/O of its own
 //! beyond the client.
 
+pub mod authentication;
 pub mod batch;
 pub mod client;
 pub mod coordination;

@@ -106,4 +106,9 @@ impl ServerConfig {
     pub fn tokens_path(&self) -> PathBuf {
         self.data_dir.join("tokens")
     }
+
+    /// The key of the tokens the API server presents to node agents.
+    pub fn agent_key_path(&self) -> PathBuf {
+        self.data_dir.join("agent-credential.key")
+    }
 }

@@ -208,11 +208,6 @@ impl api_server::Api for GrpcApi {
         req: tonic::Request<proto::LogsRequest>,
     ) -> Result<tonic::Response<Self::LogsStream>, tonic::Status> {
         let _user = self.user(&req)?;
-        let authorization = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         let r = req.into_inner();
         let query = crate::logs::LogsQuery {
             namespace: r.namespace,
@@ -221,7 +216,7 @@ impl api_server::Api for GrpcApi {
             follow: r.follow,
             tail_lines: r.tail_lines,
         };
-        let stream = grpc(crate::logs::stream(&self.svc, authorization, &query).await)?;
+        let stream = grpc(crate::logs::stream(&self.svc, &query).await)?;
         let stream = stream.map(|chunk| {
             chunk
                 .map(|data| proto::LogChunk { data })

@@ -8,6 +8,7 @@
 //! [`server::start`].
 
 pub mod admission;
+pub mod agent_credential;
 pub mod auth;
 pub mod cache;
 pub mod config;

@@ -1,7 +1,8 @@
 //! The log proxy: the gRPC `Logs` call finds the pod in the watch cache, its node, and the
-//! node's address and agent port, then asks that node agent for the container's log over HTTP,
-//! forwarding the caller's own bearer token (the agent checks it with this server), and streams
-//! the bytes back. Every failure is a structured status: pod not found, not bound yet, unknown
+//! node's address and agent port, then asks that node agent for the container's log over HTTP and
+//! streams the bytes back. The caller's credentials never leave this server: the agent gets a
+//! token minted for that one node ([`crate::agent_credential`]), which it checks with a
+//! TokenReview; whoever answers at the address a Node declares can do nothing with it elsewhere. Every failure is a structured status: pod not found, not bound yet, unknown
 //! container, agent unreachable.
 
 use std::time::Duration;
@@ -144,7 +145,6 @@ pub fn resolve(svc: &ApiService, q: &LogsQuery) -> Result<LogTarget, Status> {
 /// Calls the agent and streams the log back.
 pub async fn stream(
     svc: &ApiService,
-    authorization: Option<String>,
     q: &LogsQuery,
 ) -> Result<impl Stream<Item = Result<Bytes, Status>> + Send + 'static + use<>, Status> {
     let target = resolve(svc, q)?;
@@ -155,11 +155,11 @@ pub async fn stream(
         )
     };
     let client = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let mut req = http::Request::get(&target.url);
-    if let Some(auth) = authorization {
-        req = req.header(http::header::AUTHORIZATION, auth);
-    }
-    let req = req
+    let token = svc
+        .agent_credentials()
+        .mint(&target.node, std::time::SystemTime::now());
+    let req = http::Request::get(&target.url)
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Empty::new())
         .map_err(|e| Status::internal(format!("cannot build the agent request: {e}")))?;
     let resp = match tokio::time::timeout(AGENT_TIMEOUT, client.request(req)).await {

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::agent_credential::AgentCredentials;
 use crate::auth::Authenticator;
 use crate::cache::WatchCache;
 use crate::config::ServerConfig;
@@ -134,6 +135,7 @@ pub async fn start_with_store(
         source,
     })?;
     let auth = Authenticator::load_or_init(&config.tokens_path())?;
+    let agents = AgentCredentials::load_or_init(&config.agent_key_path())?;
     let kinds = Kinds::new();
     let cache = WatchCache::new(kinds.clone(), config.watch_history, config.watch_queue)
         .with_history_bytes(config.watch_history_bytes);
@@ -153,6 +155,7 @@ pub async fn start_with_store(
         cache,
         kinds,
         auth: auth.clone(),
+        agents,
         config: config.clone(),
     };
     service.bootstrap().await.map_err(ServerError::Bootstrap)?;

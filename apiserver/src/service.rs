@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use drover_api::authentication::TokenReview;
 use drover_api::core::{Binding, Namespace, Pod};
 use drover_api::error::Reason;
 use drover_api::resource::split_api_version;
@@ -17,6 +18,7 @@ use drover_api::selector::{FieldSelector, Selector};
 use drover_api::{KindInfo, Resource, Status};
 
 use crate::admission::Operation;
+use crate::agent_credential::AgentCredentials;
 use crate::auth::{Authenticator, User};
 use crate::cache::{CachedObject, Filter, WatchCache, WatchStart, kind_id};
 use crate::config::ServerConfig;
@@ -78,6 +80,7 @@ pub struct ApiService {
     pub(crate) cache: WatchCache,
     pub(crate) kinds: Kinds,
     pub(crate) auth: Authenticator,
+    pub(crate) agents: AgentCredentials,
     pub(crate) config: ServerConfig,
 }
 
@@ -98,6 +101,11 @@ fn store_err(e: crate::storage::StoreError) -> Status {
 impl ApiService {
     pub fn authenticate(&self, header: Option<&str>) -> Result<User, Status> {
         self.auth.authenticate(header)
+    }
+
+    /// The credential presented to node agents (see [`crate::agent_credential`]).
+    pub fn agent_credentials(&self) -> &AgentCredentials {
+        &self.agents
     }
 
     pub fn cache(&self) -> &WatchCache {
@@ -275,6 +283,9 @@ impl ApiService {
     }
 
     pub async fn create(&self, _user: &User, t: &Target, body: &[u8]) -> Result<Bytes, Status> {
+        if t.api_version == TokenReview::api_version() && t.resource == TokenReview::PLURAL {
+            return self.review_token(t, body);
+        }
         let r = self.resolve(t)?;
         Self::need_namespace(&r)?;
         if r.subresource == "binding" {
@@ -297,6 +308,27 @@ impl ApiService {
                 &p.name,
             )),
         }
+    }
+
+    /// A TokenReview: answered, never stored (see [`crate::agent_credential`]).
+    fn review_token(&self, t: &Target, body: &[u8]) -> Result<Bytes, Status> {
+        if !t.name.is_empty() || !t.subresource.is_empty() || !t.namespace.is_empty() {
+            return Err(Status::new(
+                Reason::MethodNotAllowed,
+                "a TokenReview is a POST to /apis/authentication.k8s.io/v1/tokenreviews",
+            ));
+        }
+        let review: TokenReview = crate::kinds::decode_typed(body)?;
+        review
+            .validate()
+            .map_err(|errs| Status::invalid(TokenReview::KIND, "", &errs))?;
+        let mut answer = self
+            .agents
+            .review(&self.auth, &review, std::time::SystemTime::now());
+        answer.set_type_meta();
+        serde_json::to_vec(&answer)
+            .map(Bytes::from)
+            .map_err(|e| Status::internal(format!("cannot encode the TokenReview: {e}")))
     }
 
     pub async fn get(&self, _user: &User, t: &Target) -> Result<Bytes, Status> {

@@ -270,7 +270,7 @@ async fn run_inner(
     let app = logserver::router(
         store.clone(),
         ctx.logs.clone(),
-        Arc::new(TokenChecker::new(client.server())),
+        Arc::new(TokenChecker::new(client.clone(), &name)),
     );
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -1,9 +1,11 @@
 //! The agent's log server: `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=`
 //! serves a container's log file (the API server proxies `drover logs` here).
 //!
-//! Callers present a bearer token; the agent asks the API server whether it is valid (an
-//! authenticated read of the `default` namespace with that token) and remembers the answer for
-//! a short while, so only holders of a cluster token read logs.
+//! Callers present a bearer token; the agent asks the API server about it with a TokenReview (as
+//! the kubelet's webhook authentication does) for the audiences it accepts: its own node's
+//! (`drover:node:NAME`, the tokens the API server's log proxy mints for this node only) and the
+//! API server's (user tokens, for callers who come straight here). It remembers a positive answer
+//! for a short while.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,8 +18,9 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use drover_api::client::{Client, ClientConfig};
-use drover_api::core::Namespace;
+use drover_api::authentication::{API_AUDIENCE, TokenReview, TokenReviewSpec, node_audience};
+use drover_api::client::Client;
+use drover_api::validation::{is_dns1123_label, is_dns1123_subdomain};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -48,7 +51,9 @@ pub enum LogServerError {
 /// Checks bearer tokens against the API server, with a cache.
 #[derive(Debug)]
 pub struct TokenChecker {
-    server: String,
+    /// The agent's own client: it asks, the token under review is only the question.
+    client: Client,
+    audiences: Vec<String>,
     /// Token → when the positive answer expires. Only lock; never held across an await.
     valid: Mutex<HashMap<String, Instant>>,
 }
@@ -60,9 +65,11 @@ enum Verdict {
 }
 
 impl TokenChecker {
-    pub fn new(server: impl Into<String>) -> Self {
+    /// A checker for the log server of node `node`.
+    pub fn new(client: Client, node: &str) -> Self {
         TokenChecker {
-            server: server.into(),
+            client,
+            audiences: vec![node_audience(node), API_AUDIENCE.to_string()],
             valid: Mutex::new(HashMap::new()),
         }
     }
@@ -76,24 +83,23 @@ impl TokenChecker {
                 return Verdict::Valid;
             }
         }
-        let cfg = ClientConfig {
-            server: self.server.clone(),
-            token: token.to_string(),
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: token.to_string(),
+                audiences: self.audiences.clone(),
+            },
+            ..Default::default()
         };
-        let client = match Client::new(&cfg) {
-            Ok(c) => c,
-            Err(e) => return Verdict::Invalid(e.to_string()),
-        };
-        match client.all::<Namespace>().get("default").await {
-            Ok(_) => {
+        match self.client.all::<TokenReview>().create(&review).await {
+            Ok(r) if r.status.authenticated => {
                 self.valid
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(token.to_string(), Instant::now() + TOKEN_CACHE_TTL);
                 Verdict::Valid
             }
-            Err(e) if e.is_transient() => Verdict::Unknown(e.to_string()),
-            Err(e) => Verdict::Invalid(e.to_string()),
+            Ok(r) => Verdict::Invalid(r.status.error),
+            Err(e) => Verdict::Unknown(e.to_string()),
         }
     }
 }
@@ -166,6 +172,9 @@ async fn container_logs(
             );
         }
     }
+    if let Err(why) = check_target(&namespace, &pod, &container) {
+        return reply(StatusCode::BAD_REQUEST, why);
+    }
     let Some(dir) = s.store.find_pod_dir(&namespace, &pod) else {
         return reply(
             StatusCode::NOT_FOUND,
@@ -173,7 +182,13 @@ async fn container_logs(
         );
     };
     let path = dir.join(format!("{container}.log"));
-    let file = match tokio::fs::File::open(&path).await {
+    // The pod's folder is the agent's; still, never follow a link out of it.
+    let file = match tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&path)
+        .await
+    {
         Ok(f) => f,
         Err(_) => {
             return reply(
@@ -212,6 +227,38 @@ async fn container_logs(
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|e| reply(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Refuses names that are not what the API allows (namespace and container: DNS-1123 labels;
+/// pod: a DNS-1123 subdomain), so no name can climb out of the pods folder (`..%2F` decodes to
+/// `../`) or match another pod's folder.
+fn check_target(namespace: &str, pod: &str, container: &str) -> Result<(), String> {
+    let checks = [
+        (
+            "namespace",
+            namespace,
+            is_dns1123_label(namespace),
+            "a DNS-1123 label",
+        ),
+        (
+            "pod",
+            pod,
+            is_dns1123_subdomain(pod),
+            "a DNS-1123 subdomain",
+        ),
+        (
+            "container",
+            container,
+            is_dns1123_label(container),
+            "a DNS-1123 label",
+        ),
+    ];
+    match checks.iter().find(|(_, _, ok, _)| !ok) {
+        None => Ok(()),
+        Some((what, value, _, expected)) => Err(format!(
+            "invalid {what} name {value:?}: expected {expected} (lower-case letters, digits and '-')"
+        )),
+    }
 }
 
 /// Where the last `n` lines of the file start.
@@ -333,6 +380,36 @@ pub fn rotate_logs(store: &StateStore, logs: &LogIndex, max_bytes: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_could_leave_the_pods_folder_are_refused() {
+        let cases: &[(&str, &str, &str, Option<&str>)] = &[
+            ("default", "train-0", "main", None),
+            ("default", "job.worker-1", "main", None),
+            (
+                "default",
+                "p",
+                "../../../../var/log/dpkg",
+                Some("invalid container name"),
+            ),
+            ("default", "p", "..", Some("invalid container name")),
+            ("default", "..", "main", Some("invalid pod name")),
+            ("default", "a/b", "main", Some("invalid pod name")),
+            ("..", "p", "main", Some("invalid namespace name")),
+            ("a_b", "p", "main", Some("invalid namespace name")),
+            ("default", "p", "", Some("invalid container name")),
+        ];
+        for (ns, pod, container, want) in cases {
+            let got = check_target(ns, pod, container);
+            match want {
+                None => assert!(got.is_ok(), "{ns}/{pod}/{container}: {got:?}"),
+                Some(w) => {
+                    let msg = got.expect_err(&format!("{ns}/{pod}/{container} accepted"));
+                    assert!(msg.starts_with(w), "{ns}/{pod}/{container}: {msg}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn tail_finds_the_last_lines() {

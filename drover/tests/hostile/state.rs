@@ -14,6 +14,11 @@ use super::common::{World, wait_for};
 
 /// `drover up` in a fresh world, and a client of its API server.
 fn up() -> (World, Client, tokio::runtime::Runtime) {
+    up_with(&[])
+}
+
+/// `drover up EXTRA...` in a fresh world, and a client of its API server.
+pub(super) fn up_with(extra: &[&str]) -> (World, Client, tokio::runtime::Runtime) {
     let mut w = World::new();
     let data = w.path().join("data");
     let config = w.config();
@@ -21,18 +26,17 @@ fn up() -> (World, Client, tokio::runtime::Runtime) {
         data.to_str().expect("utf-8 path").to_string(),
         config.to_str().expect("utf-8 path").to_string(),
     );
-    w.spawn(
+    let mut args = vec![
         "up",
-        &[
-            "up",
-            "--data-dir",
-            &data_s,
-            "--listen",
-            "127.0.0.1:0",
-            "--write-config",
-            &config_s,
-        ],
-    );
+        "--data-dir",
+        &data_s,
+        "--listen",
+        "127.0.0.1:0",
+        "--write-config",
+        &config_s,
+    ];
+    args.extend_from_slice(extra);
+    w.spawn("up", &args);
     w.track_state_dir(data.join("agent"));
     w.wait_config(Duration::from_secs(60));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -41,7 +45,7 @@ fn up() -> (World, Client, tokio::runtime::Runtime) {
     (w, client, rt)
 }
 
-fn pod(name: &str) -> Pod {
+pub(super) fn pod(name: &str) -> Pod {
     Pod::new(
         "default",
         name,
