@@ -3,9 +3,9 @@
 //! Every request is authenticated ([`auth`]), resolved to a kind ([`kinds`]), decoded, defaulted
 //! and validated ([`write`]), admitted ([`admission`]), persisted through the [`storage::Store`]
 //! and answered once the [`cache`] (the watch cache) has seen it. [`service`] holds the verbs;
-//! [`rest`] and [`grpc`] are the two transports on one port, behind the accept loop of
-//! [`connections`] (idle timeouts, connection limits); [`server`] starts it all. Start reading at
-//! [`server::start`].
+//! [`rest`] and [`grpc`] are the two transports on one port and one router ([`routes`]), behind
+//! the accept loop of [`connections`] (idle timeouts, connection limits); [`server`] starts it
+//! all. Start reading at [`server::start`].
 
 pub mod admission;
 pub mod agent_credential;
@@ -19,6 +19,7 @@ pub mod kinds;
 pub mod logs;
 pub mod merge_patch;
 pub mod rest;
+pub mod routes;
 pub mod server;
 pub mod service;
 pub mod storage;

@@ -1,15 +1,11 @@
 //! Starting and stopping an API server: open the store, load the watch cache, follow the change
-//! feed, compact history, and serve REST and gRPC on one port (the accept loop and its limits
-//! on idle connections are in [`crate::connections`]).
+//! feed, compact history, and serve REST and gRPC on one port (one router, [`crate::routes`];
+//! the accept loop and its limits on idle connections are in [`crate::connections`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Uri, header};
-use axum::response::Response;
-use drover_api::error::Reason;
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -18,7 +14,6 @@ use crate::agent_credential::AgentCredentials;
 use crate::auth::Authenticator;
 use crate::cache::WatchCache;
 use crate::config::ServerConfig;
-use crate::grpc::GrpcApi;
 use crate::kinds::Kinds;
 use crate::service::ApiService;
 use crate::storage::embedded::EmbeddedStore;
@@ -173,13 +168,7 @@ pub async fn start_with_store(
             addr: config.listen,
             source,
         })?;
-    let grpc = GrpcApi::new(service.clone()).server(drover_api::client::MAX_MESSAGE_BYTES);
-    // tonic's routes end in a fallback that answers every path with an empty gRPC reply (HTTP
-    // 200); ours replaces it, so unknown paths get a 404 `Status` (and gRPC callers still get
-    // UNIMPLEMENTED).
-    let app = crate::rest::router(service.clone())
-        .merge(tonic::service::Routes::new(grpc).into_axum_router())
-        .fallback(unknown_path);
+    let app = crate::routes::app(service.clone());
     let limits = crate::connections::Limits::new(&config);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -208,26 +197,6 @@ pub async fn run(
         _ = shutdown => server.shutdown().await,
         r = server.wait() => r,
     }
-}
-
-/// Answers a path that is neither a REST route nor a gRPC service: gRPC's UNIMPLEMENTED to a gRPC
-/// caller, a Kubernetes `Status` 404 to anyone else.
-async fn unknown_path(method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let grpc = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/grpc"));
-    if grpc {
-        return tonic::Status::unimplemented(format!("unknown method {}", uri.path()))
-            .into_http::<Body>();
-    }
-    crate::rest::error_response(&drover_api::Status::new(
-        Reason::NotFound,
-        format!(
-            "the server could not find the requested resource: {method} {}",
-            uri.path()
-        ),
-    ))
 }
 
 /// The most change batches the watch cache applies at once.

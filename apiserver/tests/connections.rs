@@ -180,6 +180,9 @@ async fn unknown_paths_get_a_not_found_status_and_grpc_callers_unimplemented() {
         ("POST", "/foo/bar"),
         ("GET", "/"),
         ("DELETE", "/drover.v1.Nope/Create"),
+        // The gRPC service's own paths, without gRPC's content type.
+        ("GET", "/drover.v1.Api/Nope"),
+        ("POST", "/drover.v1.Api/List"),
     ] {
         let r = s.rest().call(method, path, "", Bytes::new()).await;
         assert_eq!(r.code, 404, "{method} {path}");

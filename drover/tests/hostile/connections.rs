@@ -168,7 +168,11 @@ fn idle_connections_past_the_open_file_limit_leave_room_for_real_clients() {
 fn unknown_paths_get_a_not_found_status() {
     let mut w = World::new();
     let (addr, token) = apiserver(&mut w);
-    for (method, path) in [("GET", "/foo"), ("POST", "/drover.v1.Nope/Create")] {
+    for (method, path) in [
+        ("GET", "/foo"),
+        ("POST", "/drover.v1.Nope/Create"),
+        ("GET", "/drover.v1.Api/Nope"),
+    ] {
         for token in [None, Some(token.as_str())] {
             let (code, body) = http(addr, method, path, token);
             assert_eq!(code, 404, "{method} {path}: {body}");
