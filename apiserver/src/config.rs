@@ -25,6 +25,28 @@ pub const DEFAULT_COMPACTION_RETAIN_BYTES: u64 = crate::storage::embedded::DEFAU
 pub const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
 /// Events a watcher may have queued before it is dropped as too slow (it then resumes).
 pub const DEFAULT_WATCH_QUEUE: usize = 10_000;
+/// How long a new connection may take to send its first complete request (and an HTTP/1
+/// connection each later request's headers) before the server closes it. A connection past its
+/// first request is never cut for being quiet (a watch, a log stream): HTTP/2 keep-alive pings
+/// find the peers that are gone.
+pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most connections that may be waiting for their first request at once; a new connection
+/// past it closes the oldest waiting one, so a flood of idle sockets cycles through a bounded set
+/// of file descriptors while a client that sends its request at once is served. Never more than
+/// half of the connections in all, so the waiting ones leave room for connections in use.
+pub const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 256;
+/// The most open connections in all; past it (or past the open-file limit less
+/// [`RESERVED_FILE_DESCRIPTORS`]), a new connection is closed at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// File descriptors kept out of the connection budget for the store, log files, the process's
+/// own clients (`drover up` runs its components in process) and child processes.
+pub const RESERVED_FILE_DESCRIPTORS: u64 = 256;
+/// HTTP/2 keep-alive: a ping after this long without a frame; a peer that does not answer it
+/// within the same time is gone and its connection closed.
+pub const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// Streams one HTTP/2 connection may have open at once (hyper's default is 200). Every watch holds
+/// one for as long as it runs; the client opens another connection when a connection is full.
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 1000;
 
 /// Configuration of one API server.
 #[derive(Clone, Debug)]
@@ -40,6 +62,12 @@ pub struct ServerConfig {
     pub compaction_retain_bytes: u64,
     pub bookmark_interval: Duration,
     pub watch_queue: usize,
+    /// See [`DEFAULT_IDLE_CONNECTION_TIMEOUT`].
+    pub idle_connection_timeout: Duration,
+    /// See [`DEFAULT_MAX_PENDING_CONNECTIONS`].
+    pub max_pending_connections: usize,
+    /// See [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -58,6 +86,9 @@ impl ServerConfig {
             compaction_retain_bytes: DEFAULT_COMPACTION_RETAIN_BYTES,
             bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
             watch_queue: DEFAULT_WATCH_QUEUE,
+            idle_connection_timeout: DEFAULT_IDLE_CONNECTION_TIMEOUT,
+            max_pending_connections: DEFAULT_MAX_PENDING_CONNECTIONS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 

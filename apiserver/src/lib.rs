@@ -1,21 +1,25 @@
 //! Drover's API server: the only door to the state.
 //!
 //! Every request is authenticated ([`auth`]), resolved to a kind ([`kinds`]), decoded, defaulted
-//! and validated ([`write`]), admitted ([`admission`]), persisted through the [`storage::Store`] and answered once the
-//! [`cache`] (the watch cache) has seen it. [`service`] holds the verbs; [`rest`] and [`grpc`]
-//! are the two transports on one port; [`server`] starts it all. Start reading at [`server::start`].
+//! and validated ([`write`]), admitted ([`admission`]), persisted through the [`storage::Store`]
+//! and answered once the [`cache`] (the watch cache) has seen it. [`service`] holds the verbs;
+//! [`rest`] and [`grpc`] are the two transports on one port and one router ([`routes`]), behind
+//! the accept loop of [`connections`] (idle timeouts, connection limits); [`server`] starts it
+//! all. Start reading at [`server::start`].
 
 pub mod admission;
 pub mod agent_credential;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod connections;
 pub mod grpc;
 pub mod keys;
 pub mod kinds;
 pub mod logs;
 pub mod merge_patch;
 pub mod rest;
+pub mod routes;
 pub mod server;
 pub mod service;
 pub mod storage;

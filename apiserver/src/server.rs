@@ -1,5 +1,6 @@
 //! Starting and stopping an API server: open the store, load the watch cache, follow the change
-//! feed, compact history, and serve REST and gRPC on one port.
+//! feed, compact history, and serve REST and gRPC on one port (one router, [`crate::routes`];
+//! the accept loop and its limits on idle connections are in [`crate::connections`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,7 +14,6 @@ use crate::agent_credential::AgentCredentials;
 use crate::auth::Authenticator;
 use crate::cache::WatchCache;
 use crate::config::ServerConfig;
-use crate::grpc::GrpcApi;
 use crate::kinds::Kinds;
 use crate::service::ApiService;
 use crate::storage::embedded::EmbeddedStore;
@@ -168,23 +168,12 @@ pub async fn start_with_store(
             addr: config.listen,
             source,
         })?;
-    let grpc = GrpcApi::new(service.clone()).server(drover_api::client::MAX_MESSAGE_BYTES);
-    let app = crate::rest::router(service.clone())
-        .merge(tonic::service::Routes::new(grpc).into_axum_router());
+    let app = crate::routes::app(service.clone());
+    let limits = crate::connections::Limits::new(&config);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    // Small request/response pairs must not wait for Nagle's algorithm and delayed ACKs.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await
-            .map_err(ServerError::Serve)
+        crate::connections::serve(listener, app, limits, stop_rx).await;
+        Ok(())
     });
     tracing::info!(%addr, "API server listening");
     Ok(RunningServer {
@@ -210,10 +199,10 @@ pub async fn run(
     }
 }
 
-/// Feeds the watch cache from the store's change feed; reloads if the feed breaks.
 /// The most change batches the watch cache applies at once.
 const FOLLOW_CHUNK: usize = 1024;
 
+/// Feeds the watch cache from the store's change feed; reloads if the feed breaks.
 async fn follow(store: Arc<dyn Store>, cache: WatchCache, mut feed: crate::storage::ChangeStream) {
     loop {
         // Every batch already waiting is applied at once: one lock and one wake-up of the

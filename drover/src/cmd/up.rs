@@ -26,6 +26,19 @@ pub struct ApiserverArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = drover_apiserver::config::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// How long a new connection may take to send its first complete request (and an HTTP/1
+    /// connection each later request's headers) before the server closes it; a connection in
+    /// use (a watch, a log stream) is never cut for being quiet.
+    #[arg(long, default_value = "10s", value_parser = idle_timeout)]
+    pub idle_connection_timeout: std::time::Duration,
+    /// The most connections waiting for their first request at once; a new one past it closes
+    /// the oldest waiting one, so idle sockets cannot crowd out real clients.
+    #[arg(long, default_value_t = drover_apiserver::config::DEFAULT_MAX_PENDING_CONNECTIONS, value_parser = at_least_one)]
+    pub max_pending_connections: usize,
+    /// The most open connections in all (kept below the open-file limit, which the server
+    /// raises to its hard limit); past it new connections are closed at once.
+    #[arg(long, default_value_t = drover_apiserver::config::DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one)]
+    pub max_connections: usize,
     /// Write the client config (server address and admin token) here instead of
     /// $DROVER_CONFIG or ~/.drover/config.
     #[arg(long)]
@@ -62,6 +75,9 @@ impl ApiserverArgs {
         };
         let mut cfg = ServerConfig::new(data_dir).listen(self.listen);
         cfg.max_body_bytes = self.max_body_bytes;
+        cfg.idle_connection_timeout = self.idle_connection_timeout;
+        cfg.max_pending_connections = self.max_pending_connections;
+        cfg.max_connections = self.max_connections;
         Ok(cfg)
     }
 
@@ -70,6 +86,24 @@ impl ApiserverArgs {
             (Some(p), _) | (None, Some(p)) => p.clone(),
             (None, None) => default_config_path()?,
         })
+    }
+}
+
+/// A duration (see [`super::controllers::parse_duration`]) longer than zero: a zero idle
+/// timeout would close every connection before its first request.
+fn idle_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = super::controllers::parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: expected a duration longer than zero"));
+    }
+    Ok(d)
+}
+
+/// A count of at least one.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?}: expected a whole number of at least 1")),
     }
 }
 
@@ -198,4 +232,71 @@ pub async fn run_up(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
         r = server.wait() => r?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        apiserver: ApiserverArgs,
+    }
+
+    #[test]
+    fn connection_flags_default_to_the_servers_defaults_and_refuse_zero() {
+        let cli = Cli::try_parse_from(["drover"]).expect("defaults parse");
+        let cfg = cli.apiserver.server_config().expect("config");
+        let defaults = ServerConfig::new("unused");
+        assert_eq!(
+            cfg.idle_connection_timeout,
+            defaults.idle_connection_timeout
+        );
+        assert_eq!(
+            cfg.max_pending_connections,
+            defaults.max_pending_connections
+        );
+        assert_eq!(cfg.max_connections, defaults.max_connections);
+
+        for (args, field) in [
+            (
+                ["--idle-connection-timeout", "0s"],
+                "--idle-connection-timeout",
+            ),
+            (
+                ["--idle-connection-timeout", "soon"],
+                "--idle-connection-timeout",
+            ),
+            (
+                ["--max-pending-connections", "0"],
+                "--max-pending-connections",
+            ),
+            (["--max-connections", "lots"], "--max-connections"),
+        ] {
+            let err = match Cli::try_parse_from(["drover"].into_iter().chain(args)) {
+                Ok(_) => panic!("{args:?} accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(field), "{args:?}: {err}");
+        }
+        let cli = Cli::try_parse_from([
+            "drover",
+            "--idle-connection-timeout",
+            "500ms",
+            "--max-pending-connections",
+            "4",
+            "--max-connections",
+            "100",
+        ])
+        .expect("parses");
+        let cfg = cli.apiserver.server_config().expect("config");
+        assert_eq!(
+            cfg.idle_connection_timeout,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(cfg.max_pending_connections, 4);
+        assert_eq!(cfg.max_connections, 100);
+    }
 }

@@ -278,3 +278,31 @@ pub fn name(v: &Value) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+impl World {
+    /// Like [`World::spawn`], with the child's open-file limit (soft and hard) set to `limit`
+    /// first, through `sh -c 'ulimit -n'` (the suite forbids the `unsafe` of `pre_exec`).
+    pub fn spawn_with_open_file_limit(&mut self, name: &str, limit: u64, args: &[&str]) -> u32 {
+        let log = File::create(self.path().join(format!("{name}.log"))).expect("log file");
+        let base = self.command();
+        let mut cmd = Command::new("sh");
+        for (k, v) in base.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(DROVER)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().expect("start drover");
+        let pid = child.id();
+        self.children.push((name.to_string(), child));
+        pid
+    }
+}

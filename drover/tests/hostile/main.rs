@@ -7,6 +7,7 @@
 //!   paths, bad query values)
 //! - [`agent`]: the node agent and the log path (double device assignment, path traversal,
 //!   credential forwarding, pods reading the admin token)
+//! - [`connections`]: idle connections past the server's open-file limit, unknown paths
 //! - [`state`]: what the API keeps (status on create, user-set device assignments, history
 //!   bounded by bytes, validation of names, selectors and sizes) and the controllers (orphaned
 //!   pods, leases after an outage)
@@ -15,5 +16,6 @@
 mod common;
 
 mod agent;
+mod connections;
 mod input;
 mod state;
