@@ -3,10 +3,10 @@
 //! `drover` binary (or the real components in process) on loopback; each test fails on the
 //! defect it names.
 //!
-//! - [`input`]: bodies and connections (trailing data, deep nesting, idle connections, unknown
-//!   paths, bad query values)
+//! - [`input`]: bodies, queries and manifests (trailing data, deep nesting, no Content-Type,
+//!   bad query values, watch timeouts, manifests too large for the CLI)
 //! - [`agent`]: the node agent and the log path (double device assignment, path traversal,
-//!   credential forwarding, pods reading the admin token)
+//!   credential forwarding)
 //! - [`connections`]: idle connections past the server's open-file limit, unknown paths
 //! - [`state`]: what the API keeps (status on create, user-set device assignments, history
 //!   bounded by bytes, validation of names, selectors and sizes) and the controllers (orphaned
