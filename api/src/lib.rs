@@ -16,6 +16,7 @@ pub mod error;
 pub mod kinds;
 pub mod meta;
 pub mod quantity;
+pub mod ranges;
 pub mod resource;
 pub mod scheduling;
 pub mod selector;

@@ -36,22 +36,7 @@ pub fn parse(text: &str) -> Result<Vec<u32>, String> {
 pub fn format(cpus: &[u32]) -> String {
     let mut sorted = cpus.to_vec();
     sorted.sort_unstable();
-    sorted.dedup();
-    let mut parts: Vec<String> = Vec::new();
-    let mut iter = sorted.into_iter().peekable();
-    while let Some(start) = iter.next() {
-        let mut end = start;
-        while iter.peek() == Some(&(end + 1)) {
-            end += 1;
-            iter.next();
-        }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-    }
-    parts.join(",")
+    drover_api::ranges::format(sorted.into_iter().map(i64::from))
 }
 
 /// CPUs set in a bitmask of 64-bit words, lowest word first (NVML's CPU affinity).

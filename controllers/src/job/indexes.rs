@@ -24,21 +24,7 @@ pub fn parse(s: &str) -> BTreeSet<i32> {
 
 /// Formats a set as `1,3-5,7` (`None` when empty).
 pub fn format(set: &BTreeSet<i32>) -> Option<String> {
-    let mut parts = Vec::new();
-    let mut iter = set.iter().copied().peekable();
-    while let Some(start) = iter.next() {
-        let mut end = start;
-        while iter.peek() == Some(&(end + 1)) {
-            end += 1;
-            iter.next();
-        }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-    }
-    (!parts.is_empty()).then(|| parts.join(","))
+    (!set.is_empty()).then(|| drover_api::ranges::format(set.iter().map(|&i| i64::from(i))))
 }
 
 #[cfg(test)]

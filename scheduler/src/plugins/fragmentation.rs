@@ -15,8 +15,7 @@
 //! equally the fuller node wins — cpu-only pods go to nodes whose GPUs are spent, and empty
 //! nodes stay empty for large requests; and the normalisation maps gradients
 //! [`DEFAULT_TOLERANCE_MILLI`] or more worse than the best to zero, so the profile's other
-//! scores only break near-ties. On the openb replay (2 seeds) this lifts FGD alone from 94.7%
-//! to 95.2% GPU allocation at 130% demand (tuned: packing 0.001–0.05, tolerance 30–1000).
+//! scores only break near-ties.
 //!
 //! Also beyond the paper: cpu is the scarce co-resource (on openb, 130% GPU demand brings 106%
 //! of the cluster's cpu, and the nodes' cpu per GPU differs tenfold by model). A node with `f`
@@ -24,17 +23,16 @@
 //! the workload's cpu per GPU thousandth (cpu-only pods included), so `max(0, f − c / r)` is
 //! GPU capacity its cpu strands; the increase the placement causes costs
 //! [`DEFAULT_CPU_STRAND_WEIGHT`] per thousandth. Unlike the per-shape fit, it sees the cpu
-//! running short before any shape stops fitting: cpu-heavy pods go to cpu-rich nodes. On the
-//! openb replay (10 seeds) this lifts the default profile from 95.19% to 95.98% (weights
-//! 0.1–10 all within 0.15 points; `r` scaled 0.8–1.35 within 0.1).
+//! running short before any shape stops fitting: cpu-heavy pods go to cpu-rich nodes.
 //!
 //! And: FGD asks only whether a share fits a device's leftover, not whether the leftover can be
 //! used up. Free thousandths that no sum of the popular shares (each at least
 //! [`DEFAULT_FILL_MIN_POPULARITY`] of the GPU pods) fills exactly will never hold a pod, so
 //! each costs [`DEFAULT_FILL_WEIGHT`] thousandths of gradient ([`Unfillable`]; in the device
-//! choice too): a share goes where what it leaves is still a sum of popular shares. On the
-//! openb replay this lifts the default profile from 95.97% to 96.04% (seeds 0–9) and from
-//! 95.92% to 96.01% (seeds 10–19) at 130% demand.
+//! choice too): a share goes where what it leaves is still a sum of popular shares.
+//!
+//! What each term is worth on the openb replay, and how its weight was tuned, is in
+//! BENCHMARKS.md ("Fragmentation's terms, one at a time").
 
 use std::sync::Arc;
 
