@@ -27,6 +27,14 @@ spec:
     ))
 }
 
+async fn lease(c: &Cluster) -> Lease {
+    c.client
+        .namespaced::<Lease>("kube-system")
+        .get("drover-controller-manager")
+        .await
+        .expect("the leader lease")
+}
+
 async fn holder(c: &Cluster) -> Option<String> {
     c.client
         .namespaced::<Lease>("kube-system")
@@ -54,6 +62,7 @@ async fn failover_takes_over_without_double_action() {
     // Kill the leader without releasing; create more work while nobody leads.
     a.kill();
     let killed = Instant::now();
+    let last = lease(&c).await;
     create_job(&c.client, NS, &job("two")).await;
     let new = eventually("b takes over", 10, || async {
         holder(&c).await.filter(|h| h == "b")
@@ -61,9 +70,14 @@ async fn failover_takes_over_without_double_action() {
     .await;
     let took = killed.elapsed();
     assert_eq!(new, "b");
+    // b waited for a's lease to run out: it took no lease that was still held.
+    let taken = lease(&c).await;
+    let renewed = last.spec.renew_time.expect("a renewed its lease");
+    let duration = i64::from(last.spec.lease_duration_seconds.expect("a lease duration"));
+    let acquired = taken.spec.acquire_time.expect("b's acquire time");
     assert!(
-        took <= Duration::from_secs(2) + Duration::from_millis(1500),
-        "takeover took {took:?}"
+        acquired >= renewed + chrono::Duration::seconds(duration),
+        "b took the lease at {acquired}, before a's renewal at {renewed} ran out ({duration} s)"
     );
     eventually("pods of job two", 10, || async {
         (job_pods(&c.client, NS, "two").await.len() == 3).then_some(())
