@@ -7,6 +7,8 @@
 //!   paths, bad query values)
 //! - [`agent`]: the node agent and the log path (double device assignment, path traversal,
 //!   credential forwarding, pods reading the admin token)
+//! - [`pod_user`]: pods run as an unprivileged user and cannot read the admin token, the
+//!   data directory or the agent's state
 //! - [`state`]: what the API keeps (status on create, user-set device assignments, history
 //!   bounded by bytes, validation of names, selectors and sizes) and the controllers (orphaned
 //!   pods, leases after an outage)
@@ -16,4 +18,5 @@ mod common;
 
 mod agent;
 mod input;
+mod pod_user;
 mod state;
