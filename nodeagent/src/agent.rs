@@ -261,37 +261,7 @@ async fn run_inner(
     if let Some(why) = cgroups.unavailable() {
         tracing::warn!(reason = %why, "containers will run without resource limits");
     }
-    let flag = config.pod_user.clone();
-    let users = tokio::task::spawn_blocking(move || PodUsers::resolve(flag.as_deref()))
-        .await
-        .unwrap_or_else(|e| {
-            Err(UserError::Create {
-                name: crate::runtime::user::DEFAULT_POD_USER.into(),
-                detail: e.to_string(),
-            })
-        })?;
-    if users.can_switch {
-        tracing::info!(
-            uid = users.default.uid,
-            gid = users.default.gid,
-            "pods run as an unprivileged user unless their securityContext says otherwise"
-        );
-    } else {
-        tracing::warn!(
-            uid = users.default.uid,
-            "the agent is not root: pods run as the agent's own user and can read what it can read (run the agent as root to run them as another user)"
-        );
-    }
-    // The state directory is private before anything is written into it.
-    let store = StateStore::new(&config.state_dir);
-    for dir in [config.state_dir.as_path(), store.pods_dir()] {
-        make_private_dir(dir).map_err(|source| AgentError::StateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    let work_dir = config.work_dir(&users);
-    prepare_work_root(&work_dir, &users)?;
+    let (store, users, work_dir) = prepare_pods(&config).await?;
     let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(cgroups, users, work_dir));
     let ip = match config.node_ip {
         Some(ip) => ip,
@@ -447,6 +417,43 @@ async fn run_inner(
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Makes the state directory private, resolves who pods run as (creating the `drover` user
+/// when needed) and prepares the node's work root.
+async fn prepare_pods(config: &AgentConfig) -> Result<(StateStore, PodUsers, PathBuf), AgentError> {
+    let flag = config.pod_user.clone();
+    let users = tokio::task::spawn_blocking(move || PodUsers::resolve(flag.as_deref()))
+        .await
+        .unwrap_or_else(|e| {
+            Err(UserError::Create {
+                name: crate::runtime::user::DEFAULT_POD_USER.into(),
+                detail: e.to_string(),
+            })
+        })?;
+    if users.can_switch {
+        tracing::info!(
+            uid = users.default.uid,
+            gid = users.default.gid,
+            "pods run as this user unless their securityContext names another"
+        );
+    } else {
+        tracing::warn!(
+            uid = users.default.uid,
+            "the agent is not root: pods run as the agent's own user and can read what it can read (run the agent as root to run them as another user)"
+        );
+    }
+    // The state directory is private before anything is written into it.
+    let store = StateStore::new(&config.state_dir);
+    for dir in [config.state_dir.as_path(), store.pods_dir()] {
+        make_private_dir(dir).map_err(|source| AgentError::StateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let work_dir = config.work_dir(&users);
+    prepare_work_root(&work_dir, &users)?;
+    Ok((store, users, work_dir))
 }
 
 /// Rediscovers the devices and rewrites the node's status; whether it worked.
