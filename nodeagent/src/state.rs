@@ -193,7 +193,7 @@ impl StateStore {
         records
     }
 
-    /// Removes a pod's folder (record, logs, working directory).
+    /// Removes a pod's folder (record, logs).
     pub fn remove(&self, namespace: &str, name: &str, uid: &str) {
         let dir = self.pod_dir(namespace, name, uid);
         if let Err(e) = std::fs::remove_dir_all(&dir)

@@ -22,7 +22,7 @@ pub struct Args {
     /// (h100-8, a100-8, l4-4, cpu, or a profile YAML file).
     #[arg(long, default_value = "auto")]
     pub devices: String,
-    /// Where the agent keeps pod records, logs and working directories (default:
+    /// Where the agent keeps pod records and logs, private to it (default:
     /// ~/.drover/agent).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,

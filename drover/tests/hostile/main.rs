@@ -6,7 +6,7 @@
 //! - [`input`]: bodies and connections (trailing data, deep nesting, idle connections, unknown
 //!   paths, bad query values)
 //! - [`agent`]: the node agent and the log path (double device assignment, path traversal,
-//!   credential forwarding, pods reading the admin token)
+//!   credential forwarding)
 //! - [`pod_user`]: pods run as an unprivileged user and cannot read the admin token, the
 //!   data directory or the agent's state
 //! - [`state`]: what the API keeps (status on create, user-set device assignments, history
