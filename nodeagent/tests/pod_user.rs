@@ -254,3 +254,52 @@ async fn security_context_users_are_honoured_and_root_is_refused_to_run_as_non_r
     c.cleanup(node).await;
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn the_pod_user_flag_is_honoured_and_an_unreachable_work_root_is_refused_naming_the_flag() {
+    if skip_unless_root("the_pod_user_flag_...") {
+        return;
+    }
+    let node = "pod-user-3";
+    let c = Cluster::start().await;
+    // Inside a 0700 directory: nobody but root can pass.
+    std::fs::set_permissions(c.dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let closed = c.dir.path().join("work");
+    let config = c
+        .agent_config(node)
+        .with_pod_user(Some("65534:65534".into()))
+        .with_pod_work_root(Some(closed.clone()));
+    let err = drover_nodeagent::run(config, c.client.clone(), std::future::pending())
+        .await
+        .expect_err("the pod user cannot reach the work root");
+    let message = err.to_string();
+    assert!(
+        message.contains("--pod-work-root")
+            && message.contains(&c.dir.path().display().to_string()),
+        "{message}"
+    );
+
+    let open = tempfile::tempdir_in("/tmp").expect("tempdir");
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = c
+        .agent_config(node)
+        .with_pod_user(Some("65534:65534".into()))
+        .with_pod_work_root(Some(open.path().to_path_buf()));
+    let agent = c.start_agent(config);
+    let created = c
+        .create_pod(sh_pod(
+            "nobody",
+            node,
+            "id -u; id -g; pwd; echo ok > f && cat f",
+            "Never",
+        ))
+        .await;
+    let p = wait_succeeded(&c, "nobody").await;
+    let work = open.path().join(node).join(&created.metadata.uid);
+    assert_eq!(
+        log(&c, node, &p, "main"),
+        format!("65534\n65534\n{}\nok\n", work.display())
+    );
+    c.cleanup(node).await;
+    agent.stop().await;
+}
