@@ -1,7 +1,11 @@
 //! Authentication: bearer tokens from a static token file (`token,user[,group|group...]` per
 //! line, as Kubernetes' `--token-auth-file`). The admin token is generated at first start.
+//!
+//! The file is the keys to the cluster: it is written mode 0600 (a missing directory for it is
+//! made 0700), and an existing file readable by others is made 0600 when it is loaded.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use drover_api::Status;
@@ -55,6 +59,11 @@ impl Authenticator {
             let token = generate_token();
             let line = format!("{token},{ADMIN_USER},{MASTERS_GROUP}\n");
             write_private(path, line.as_bytes()).map_err(|source| AuthError::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        } else {
+            make_private_file(path).map_err(|source| AuthError::Write {
                 path: path.to_path_buf(),
                 source,
             })?;
@@ -149,18 +158,34 @@ pub fn generate_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Mode of the token file.
+pub const TOKEN_FILE_MODE: u32 = 0o600;
+
+/// Makes an existing token file 0600 when others (group included) may read or write it.
+fn make_private_file(path: &Path) -> std::io::Result<()> {
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the token file was readable by others; making it 0600");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(TOKEN_FILE_MODE))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(TOKEN_FILE_MODE)
         .open(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
@@ -186,6 +211,20 @@ mod tests {
         // A second start reads the same token.
         let again = Authenticator::load_or_init(&path).unwrap();
         assert_eq!(again.admin_token(), token);
+    }
+
+    #[test]
+    fn token_file_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join("tokens");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        Authenticator::load_or_init(&path).unwrap();
+        assert_eq!(mode(&path), 0o600, "new token file");
+        assert_eq!(mode(path.parent().unwrap()), 0o700, "its new directory");
+        // A file made readable by others (by hand, or an older version) is closed on load.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Authenticator::load_or_init(&path).unwrap();
+        assert_eq!(mode(&path), 0o600, "loaded token file");
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! lease, keeps its status current as device health changes, runs the pods bound to it, serves
 //! their logs and rotates them, until `shutdown` resolves. Pods keep running when the agent
 //! stops; the next agent with the same state directory adopts them.
+//!
+//! Pods run as an unprivileged user, not as the agent: see [`crate::runtime::user`] for who
+//! (`pod_user`) and where their working directories live (`pod_work_root`). The state
+//! directory (records, logs) is private to the agent: 0700, files 0600.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,8 +27,9 @@ use crate::node::{self, DEFAULT_MAX_PODS, NodeError, NodeFacts};
 use crate::pods::{Backoff, NodeContext, PodSupervisor};
 use crate::runtime::cgroup::{Cgroups, DEFAULT_CGROUP_ROOT};
 use crate::runtime::process::ProcessRuntime;
+use crate::runtime::user::{DEFAULT_POD_WORK_ROOT, PodUsers, UserError, prepare_work_root};
 use crate::runtime::{PROCESS_RUNTIME, Runtime, oci_runtimes_on_path};
-use crate::state::StateStore;
+use crate::state::{StateStore, make_private_dir};
 
 /// Seconds between lease renewals (Kubernetes' kubelet default).
 pub const DEFAULT_LEASE_INTERVAL: Duration = Duration::from_secs(10);
@@ -47,6 +52,8 @@ pub enum AgentError {
     Node(#[from] NodeError),
     #[error(transparent)]
     LogServer(#[from] LogServerError),
+    #[error(transparent)]
+    PodUser(#[from] UserError),
     #[error("cannot create the state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -79,6 +86,12 @@ pub struct AgentConfig {
     pub cgroup_root: Option<PathBuf>,
     pub pids_limit: Option<u64>,
     pub max_pods: u32,
+    /// Who pods run as by default (`NAME`, `UID` or `UID:GID`); `None`: the `drover` system
+    /// user when the agent is root (created when missing), else the agent's own user.
+    pub pod_user: Option<String>,
+    /// Below this directory, `<node>/<pod uid>/` is each pod's working directory; `None`:
+    /// [`DEFAULT_POD_WORK_ROOT`] when the agent is root, else `<state_dir>/work`.
+    pub pod_work_root: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -109,7 +122,30 @@ impl AgentConfig {
             cgroup_root: Some(DEFAULT_CGROUP_ROOT.into()),
             pids_limit: Some(DEFAULT_PIDS_LIMIT),
             max_pods: DEFAULT_MAX_PODS,
+            pod_user: None,
+            pod_work_root: None,
         }
+    }
+
+    pub fn with_pod_user(mut self, user: Option<String>) -> Self {
+        self.pod_user = user;
+        self
+    }
+
+    pub fn with_pod_work_root(mut self, root: Option<PathBuf>) -> Self {
+        self.pod_work_root = root;
+        self
+    }
+
+    /// The folder of this node's pod working directories.
+    pub fn work_dir(&self, users: &PodUsers) -> PathBuf {
+        let root = match &self.pod_work_root {
+            Some(r) => r.clone(),
+            None if users.can_switch => DEFAULT_POD_WORK_ROOT.into(),
+            // Pods run as the agent itself: its own state directory is reachable.
+            None => self.state_dir.join("work"),
+        };
+        root.join(&self.node_name)
     }
 
     pub fn with_devices(mut self, spec: impl Into<String>) -> Self {
@@ -225,16 +261,12 @@ async fn run_inner(
     if let Some(why) = cgroups.unavailable() {
         tracing::warn!(reason = %why, "containers will run without resource limits");
     }
-    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(cgroups));
+    let (store, users, work_dir) = prepare_pods(&config).await?;
+    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(cgroups, users, work_dir));
     let ip = match config.node_ip {
         Some(ip) => ip,
         None => detect_node_ip(client.server()).await,
     };
-    let store = StateStore::new(&config.state_dir);
-    std::fs::create_dir_all(store.pods_dir()).map_err(|source| AgentError::StateDir {
-        path: store.pods_dir().to_path_buf(),
-        source,
-    })?;
     let listener = logserver::bind(SocketAddr::new(
         config.log_address.unwrap_or(ip),
         config.log_port,
@@ -385,6 +417,43 @@ async fn run_inner(
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Makes the state directory private, resolves who pods run as (creating the `drover` user
+/// when needed) and prepares the node's work root.
+async fn prepare_pods(config: &AgentConfig) -> Result<(StateStore, PodUsers, PathBuf), AgentError> {
+    let flag = config.pod_user.clone();
+    let users = tokio::task::spawn_blocking(move || PodUsers::resolve(flag.as_deref()))
+        .await
+        .unwrap_or_else(|e| {
+            Err(UserError::Create {
+                name: crate::runtime::user::DEFAULT_POD_USER.into(),
+                detail: e.to_string(),
+            })
+        })?;
+    if users.can_switch {
+        tracing::info!(
+            uid = users.default.uid,
+            gid = users.default.gid,
+            "pods run as this user unless their securityContext names another"
+        );
+    } else {
+        tracing::warn!(
+            uid = users.default.uid,
+            "the agent is not root: pods run as the agent's own user and can read what it can read (run the agent as root to run them as another user)"
+        );
+    }
+    // The state directory is private before anything is written into it.
+    let store = StateStore::new(&config.state_dir);
+    for dir in [config.state_dir.as_path(), store.pods_dir()] {
+        make_private_dir(dir).map_err(|source| AgentError::StateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let work_dir = config.work_dir(&users);
+    prepare_work_root(&work_dir, &users)?;
+    Ok((store, users, work_dir))
 }
 
 /// Rediscovers the devices and rewrites the node's status; whether it worked.

@@ -1,10 +1,16 @@
 //! The agent's state directory: one folder per pod (`pods/<ns>_<name>_<uid>/`) holding the
-//! containers' log files, the default working directory, and `state.json`, a small record of
-//! what the agent started (pids with their kernel start times, restart counts, exit codes).
-//! After a restart the agent reads the records back, re-adopts the live processes and neither
-//! loses nor duplicates a pod. Records are written atomically (write, then rename).
+//! containers' log files and `state.json`, a small record of what the agent started (pids with
+//! their kernel start times, restart counts, exit codes). After a restart the agent reads the
+//! records back, re-adopts the live processes and neither loses nor duplicates a pod. Records
+//! are written atomically (write, then rename).
+//!
+//! The state directory is the agent's alone: its folders are mode 0700 and its files 0600, so
+//! pods (which run as another user, see [`crate::runtime::user`]) can read none of it. Pods'
+//! working directories live elsewhere, under the work root.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use drover_api::meta::Time;
@@ -14,6 +20,37 @@ use crate::runtime::{ExitStatus, ProcessId};
 
 /// File name of a pod's record inside its folder.
 pub const RECORD_FILE: &str = "state.json";
+/// Mode of the state directory and its folders.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of the records.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and any missing parent with mode 0700 (an existing one keeps its mode).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+}
+
+/// Creates `dir` as [`create_private_dir`] does and makes it 0700 if it was more open (a
+/// state directory made by an older agent, or by hand).
+pub fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    create_private_dir(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)?;
+    // An earlier file of this name (left by a crash) keeps its mode through `open`.
+    f.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
+    f.write_all(data)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -124,13 +161,13 @@ impl StateStore {
             let path = path.to_path_buf();
             move |source| StateError::Write { path, source }
         };
-        std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
+        create_private_dir(&dir).map_err(write_err(&dir))?;
         let json = serde_json::to_vec_pretty(record).map_err(|source| StateError::Encode {
             uid: record.uid.clone(),
             source,
         })?;
         let tmp = dir.join(format!("{RECORD_FILE}.tmp"));
-        std::fs::write(&tmp, json).map_err(write_err(&tmp))?;
+        write_private(&tmp, &json).map_err(write_err(&tmp))?;
         let path = dir.join(RECORD_FILE);
         std::fs::rename(&tmp, &path).map_err(write_err(&path))
     }
@@ -156,7 +193,7 @@ impl StateStore {
         records
     }
 
-    /// Removes a pod's folder (record, logs, working directory).
+    /// Removes a pod's folder (record, logs).
     pub fn remove(&self, namespace: &str, name: &str, uid: &str) {
         let dir = self.pod_dir(namespace, name, uid);
         if let Err(e) = std::fs::remove_dir_all(&dir)
@@ -201,6 +238,10 @@ mod tests {
         );
         store.save(&r).expect("save");
         assert_eq!(store.load_all(), vec![r]);
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        let pod_dir = store.pod_dir("default", "p", "u1");
+        assert_eq!(mode(&pod_dir), 0o700, "pod folder");
+        assert_eq!(mode(&pod_dir.join(RECORD_FILE)), 0o600, "record");
         assert!(store.find_pod_dir("default", "p").is_some());
         assert!(store.find_pod_dir("default", "q").is_none());
         store.remove("default", "p", "u1");

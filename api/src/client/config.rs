@@ -78,8 +78,13 @@ impl ClientConfig {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(write_err)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // A folder made for it (`~/.drover`) is private too; an existing one is left alone.
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(write_err)?;
         }
         let text = yaml_serde::to_string(self).map_err(|e| ConfigError::Malformed {
             path: path.to_path_buf(),
@@ -152,5 +157,28 @@ pub fn normalize_server(s: &str) -> String {
         s.trim_end_matches('/').to_string()
     } else {
         format!("http://{}", s.trim_end_matches('/'))
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn saved_config_and_its_new_folder_are_private() {
+        let top = std::env::temp_dir().join(format!("drover-config-test-{}", std::process::id()));
+        let path = top.join(".drover").join("config");
+        let cfg = ClientConfig {
+            server: "http://127.0.0.1:1".into(),
+            token: "secret".into(),
+        };
+        cfg.save(&path).expect("save");
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        let (file, dir) = (mode(&path), mode(path.parent().expect("parent")));
+        let loaded = ClientConfig::load(&path).expect("load");
+        let _ = std::fs::remove_dir_all(&top);
+        assert_eq!((file, dir), (0o600, 0o700));
+        assert_eq!(loaded.token, "secret");
     }
 }

@@ -32,6 +32,9 @@
 //! Files: this one (opening, reads, the [`Store`] impl), `embedded/writer.rs` (group commit),
 //! `embedded/watch.rs` (the change feed), `embedded/codec.rs` (the record formats).
 //!
+//! The store file holds every object, so it is created mode 0600 (an existing one more open is
+//! made 0600 at open), and a missing directory for it is created 0700.
+//!
 //! Like etcd, a transaction that changes nothing (failed compares, no ops, or only deletes of
 //! absent keys) does not take a revision, so the change feed has no empty batches and its
 //! revisions have no gaps.
@@ -41,6 +44,7 @@ mod watch;
 mod writer;
 
 use std::fmt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,9 +150,21 @@ impl EmbeddedStore {
     ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(PRIVATE_DIR_MODE)
+                .create(parent)
                 .map_err(|e| backend(format!("cannot create directory {}", parent.display()), e))?;
         }
+        create_private_file(&path).map_err(|e| {
+            backend(
+                format!(
+                    "cannot create the store file {} (mode 0600)",
+                    path.display()
+                ),
+                e,
+            )
+        })?;
         let db = Database::create(&path)
             .map_err(|e| backend(format!("cannot open store file {}", path.display()), e))?;
         Self::start(db, path, retain_bytes)
@@ -407,6 +423,24 @@ fn read_range(
     Ok(RangeResult { kvs, revision })
 }
 
+/// Mode of a directory the store creates for its file.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of the store file.
+pub const STORE_FILE_MODE: u32 = 0o600;
+
+/// Creates the (empty) store file 0600 before redb opens it, so it is never readable by
+/// others, not even for a moment; an existing file is made 0600.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(STORE_FILE_MODE)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(STORE_FILE_MODE))
+}
+
 fn backend(
     message: impl Into<String>,
     source: impl std::error::Error + Send + Sync + 'static,
@@ -579,6 +613,24 @@ mod tests {
         // The size is recorded, so a reopened store keeps its bound without measuring.
         let store = EmbeddedStore::open_with_retention(&path, RETAIN).expect("reopen");
         assert!(store.log_bytes() > 0 && store.log_bytes() <= RETAIN);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_store_file_and_its_new_directory_are_private() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        let path = dir.path().join("data").join("store.redb");
+        let store = EmbeddedStore::open(&path).expect("open");
+        store.txn(put("k", "v")).await.expect("put");
+        assert_eq!(mode(&path), 0o600, "store file");
+        assert_eq!(mode(path.parent().expect("parent")), 0o700, "its directory");
+        drop(store);
+        // A file left more open (by an older version) is closed at the next open.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let store = EmbeddedStore::open(&path).expect("reopen");
+        assert_eq!(mode(&path), 0o600, "reopened store file");
+        let value = store.get(b"k").await.expect("get");
+        assert!(value.is_some(), "the data survived");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ pub struct Args {
     /// (h100-8, a100-8, l4-4, cpu, or a profile YAML file).
     #[arg(long, default_value = "auto")]
     pub devices: String,
-    /// Where the agent keeps pod records, logs and working directories (default:
+    /// Where the agent keeps pod records and logs, private to it (default:
     /// ~/.drover/agent).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -47,6 +47,30 @@ pub struct Args {
     /// Run containers without cgroup limits.
     #[arg(long)]
     pub no_cgroups: bool,
+    #[command(flatten)]
+    pub pods: PodUserArgs,
+}
+
+/// Who pods run as and where they work; shared by `agent` and `up`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PodUserArgs {
+    /// User pods run as when their securityContext names none: NAME, UID, NAME:GID or UID:GID
+    /// (default, when the agent runs as root: the `drover` system user, created if missing;
+    /// an agent that is not root runs pods as itself and cannot switch users).
+    #[arg(long, value_name = "NAME|UID[:GID]")]
+    pub pod_user: Option<String>,
+    /// Directory under which each node keeps its pods' working directories
+    /// (`<dir>/<node>/<pod uid>`); every directory above it must be enterable by the pod user
+    /// (default: /var/lib/drover/work as root, else <state dir>/work).
+    #[arg(long, value_name = "DIR")]
+    pub pod_work_root: Option<PathBuf>,
+}
+
+impl PodUserArgs {
+    fn apply(&self, cfg: AgentConfig) -> AgentConfig {
+        cfg.with_pod_user(self.pod_user.clone())
+            .with_pod_work_root(self.pod_work_root.clone())
+    }
 }
 
 /// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds.
@@ -93,6 +117,7 @@ impl Args {
                 drover_nodeagent::pods::DEFAULT_BACKOFF_MAX,
             )
             .with_cgroup_root((!self.no_cgroups).then(|| self.cgroup_root.clone()));
+        cfg = self.pods.apply(cfg);
         cfg.node_ip = self.node_ip;
         cfg.log_address = self.log_address;
         Ok(cfg)
@@ -121,6 +146,7 @@ pub async fn spawn_for_up(
     simulate: usize,
     hollow: usize,
     profile: &str,
+    pods: &PodUserArgs,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
@@ -138,7 +164,7 @@ pub async fn spawn_for_up(
         agents.push((name, cfg));
     }
     for (name, cfg) in agents {
-        let cfg = cfg.with_log_port(0);
+        let cfg = pods.apply(cfg.with_log_port(0));
         let agent_client = client.clone();
         let stop = stopped(stop.clone());
         tasks.push(tokio::spawn(async move {

@@ -65,6 +65,8 @@ pub struct Args {
     /// YAML file.
     #[arg(long, default_value = "h100-8")]
     pub node_profile: String,
+    #[command(flatten)]
+    pub pods: super::agent::PodUserArgs,
 }
 
 impl ApiserverArgs {
@@ -131,6 +133,23 @@ pub async fn stop_signal() {
     }
 }
 
+/// Creates the data directory (the store and the token file) mode 0700, or makes an existing
+/// one 0700: nobody but the server's user may look into it, pods included.
+fn make_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .with_context(|| {
+            format!(
+                "cannot create the data directory {} (mode 0700)",
+                dir.display()
+            )
+        })
+}
+
 /// Starts the API server and writes the client config; returns the running server.
 async fn start_apiserver(
     args: &ApiserverArgs,
@@ -138,6 +157,7 @@ async fn start_apiserver(
 ) -> anyhow::Result<(drover_apiserver::RunningServer, ClientConfig)> {
     let cfg = args.server_config()?;
     let data_dir = cfg.data_dir.clone();
+    make_private_dir(&data_dir)?;
     let server = drover_apiserver::start(cfg).await.with_context(|| {
         format!(
             "cannot start the API server (data in {})",
@@ -197,6 +217,7 @@ pub async fn run_up(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
         args.simulate_nodes,
         args.hollow_nodes,
         &args.node_profile,
+        &args.pods,
         stop_rx,
     )
     .await?;

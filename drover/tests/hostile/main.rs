@@ -8,6 +8,8 @@
 //! - [`agent`]: the node agent and the log path (double device assignment, path traversal,
 //!   credential forwarding)
 //! - [`connections`]: idle connections past the server's open-file limit, unknown paths
+//! - [`pod_user`]: pods run as an unprivileged user and cannot read the admin token, the
+//!   data directory or the agent's state
 //! - [`state`]: what the API keeps (status on create, user-set device assignments, history
 //!   bounded by bytes, validation of names, selectors and sizes) and the controllers (orphaned
 //!   pods, leases after an outage)
@@ -18,4 +20,5 @@ mod common;
 mod agent;
 mod connections;
 mod input;
+mod pod_user;
 mod state;

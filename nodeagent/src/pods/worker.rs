@@ -232,11 +232,9 @@ impl Worker {
             .state
             .as_ref()
             .map(|s| s.pod_dir(&self.record.namespace, &self.record.name, &self.record.uid));
-        let working_dir = match (&c.working_dir, &pod_dir) {
-            (w, _) if !w.is_empty() => w.into(),
-            (_, Some(d)) => d.join("work"),
-            (_, None) => std::env::temp_dir(),
-        };
+        // Empty: the pod's own directory, which the runtime makes for the pod's user (the
+        // state directory holding `pod_dir` is the agent's alone).
+        let working_dir = std::path::PathBuf::from(&c.working_dir);
         let limits = crate::runtime::Limits {
             memory_bytes: c
                 .resources
@@ -262,6 +260,8 @@ impl Worker {
                 .unwrap_or_default(),
             limits,
             annotations: self.pod.metadata.annotations.clone(),
+            pod_security: self.pod.spec.security_context.clone(),
+            container_security: c.security_context.clone(),
         })
     }
 
@@ -397,6 +397,13 @@ impl Worker {
         };
         let started = self.ctx.runtime.start(&spec).await;
         let rec = self.record.containers.entry(name.to_string()).or_default();
+        if let Err(e @ RuntimeError::Config { .. }) = &started {
+            // As the kubelet: the container waits with the reason until the pod is deleted
+            // (its security context cannot change), and nothing restarts it.
+            tracing::warn!(container = name, error = %e, "cannot configure the container");
+            rec.waiting = Some(("CreateContainerConfigError".into(), e.to_string()));
+            return;
+        }
         if let Some(t) = rec.terminated.take() {
             rec.last_terminated = Some(t);
             rec.restart_count += 1;

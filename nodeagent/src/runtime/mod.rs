@@ -3,7 +3,8 @@
 //!
 //! [`Runtime`] is the trait the pod workers use; [`process::ProcessRuntime`] runs each container
 //! as a host process in its own process group (with cgroup limits when the host allows, see
-//! [`cgroup`]), and [`simulated::SimulatedRuntime`] only pretends to (hollow nodes). An OCI
+//! [`cgroup`]) and as the user [`user`] chooses, and [`simulated::SimulatedRuntime`] only
+//! pretends to (hollow nodes). An OCI
 //! runtime (crun/runc) is not implemented: the agent lists it in `status.runtimes` only as
 //! "present on this host", never as usable (see [`oci_runtimes_on_path`]).
 
@@ -11,10 +12,12 @@ pub mod cgroup;
 pub mod process;
 pub mod procfs;
 pub mod simulated;
+pub mod user;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use drover_api::core::PodSecurityContext;
 use serde::{Deserialize, Serialize};
 
 /// Name of the process runtime in `status.runtimes`.
@@ -33,9 +36,17 @@ pub struct ContainerSpec {
     pub argv: Vec<String>,
     /// The complete environment; nothing is inherited from the agent.
     pub env: Vec<(String, String)>,
+    /// The container's `workingDir`; empty for the pod's own working directory, which the
+    /// runtime creates and gives to the pod's user.
     pub working_dir: PathBuf,
-    /// stdout and stderr are appended here.
+    /// stdout and stderr are appended here (the agent opens the file: the pod's user never
+    /// needs access to it).
     pub log_path: PathBuf,
+    /// The pod's `securityContext` (who the pod runs as).
+    pub pod_security: Option<PodSecurityContext>,
+    /// The container's `securityContext`, as the API keeps it (its `runAs*` fields override
+    /// the pod's).
+    pub container_security: Option<serde_json::Value>,
     pub limits: Limits,
     /// The pod's annotations (the simulated runtime reads its instructions there).
     pub annotations: BTreeMap<String, String>,
@@ -129,6 +140,10 @@ pub enum RuntimeError {
         "container {container} has no command: the process runtime pulls no images, so a command is required"
     )]
     NoCommand { container: String },
+    /// The container cannot run as its spec says (Kubernetes' `CreateContainerConfigError`):
+    /// retrying does not help until the pod changes.
+    #[error("container {container}: {message}")]
+    Config { container: String, message: String },
     #[error("cannot prepare {what} for container {container}: {source}")]
     Prepare {
         container: String,
@@ -173,7 +188,8 @@ pub trait Runtime: Send + Sync {
     /// identity; `None` when it is no longer running.
     fn attach(&self, spec: &ContainerSpec, id: ProcessId) -> Option<Box<dyn Container>>;
 
-    /// Removes what the runtime kept for a pod's container (its cgroup). May block briefly:
+    /// Removes what the runtime kept for a pod's container (its cgroup, and the pod's own
+    /// working directory: call it once every container of the pod has ended). May block briefly:
     /// call it from a blocking thread.
     fn cleanup(&self, pod_uid: &str, container: &str);
 

@@ -6,12 +6,20 @@
 //! would need an unsafe `pre_exec` hook (the workspace forbids unsafe code). The group is what
 //! the agent signals; the cgroup, when there is one, catches processes that left the group.
 //!
+//! Each container runs as the user [`PodUsers`] resolves from the pod's security context (the
+//! `drover` system user by default when the agent is root; see [`super::user`]). A container
+//! without a `workingDir` runs in its pod's own directory `<work root>/<pod uid>`, mode 0770,
+//! owned by the pod-level user and group; the log file is opened by the agent (mode 0600) and handed over as
+//! stdout/stderr, so the pod never needs access to the agent's state directory.
+//!
 //! Children are waited for by tokio (no zombies). After an agent restart a container is no
 //! longer the agent's child: it is watched through `/proc` and, when it ends, its exit code is
 //! unknowable and reported as such ([`ExitStatus::unknown`]).
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -20,6 +28,7 @@ use nix::unistd::Pid;
 
 use super::cgroup::{Cgroups, ContainerCgroup};
 use super::procfs;
+use super::user::{self, Identity, PodUsers};
 use super::{
     Container, ContainerSpec, ExitStatus, PROCESS_RUNTIME, ProcessId, Runtime, RuntimeError,
     StopSignal,
@@ -28,20 +37,96 @@ use super::{
 /// How often a container the agent did not start (found after a restart) is checked.
 pub const ADOPTED_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Mode of a container's log file (written through the agent's descriptor only).
+pub const LOG_FILE_MODE: u32 = 0o600;
+
 /// Runs containers as host processes.
 #[derive(Debug)]
 pub struct ProcessRuntime {
     cgroups: Cgroups,
+    users: PodUsers,
+    /// Where pods' own working directories are made (see [`user::prepare_work_root`]).
+    work_root: PathBuf,
 }
 
 impl ProcessRuntime {
-    pub fn new(cgroups: Cgroups) -> Self {
-        ProcessRuntime { cgroups }
+    pub fn new(cgroups: Cgroups, users: PodUsers, work_root: PathBuf) -> Self {
+        ProcessRuntime {
+            cgroups,
+            users,
+            work_root,
+        }
     }
 
     pub fn cgroups(&self) -> &Cgroups {
         &self.cgroups
     }
+
+    /// The working directory of a pod that names none; `None` when the uid is not one plain
+    /// file name (the API assigns uids, but a path is only ever built from a safe one).
+    pub fn pod_work_dir(&self, pod_uid: &str) -> Option<PathBuf> {
+        let mut parts = Path::new(pod_uid).components();
+        match (parts.next(), parts.next()) {
+            (Some(std::path::Component::Normal(_)), None) => Some(self.work_root.join(pod_uid)),
+            _ => None,
+        }
+    }
+
+    /// The container's identity and working directory, both ready for it.
+    fn prepare_user(&self, spec: &ContainerSpec) -> Result<(Identity, PathBuf), RuntimeError> {
+        let name = spec.container.as_str();
+        let config_err = |message: String| RuntimeError::Config {
+            container: name.to_string(),
+            message,
+        };
+        let identity = self
+            .users
+            .container_identity(spec.pod_security.as_ref(), spec.container_security.as_ref())
+            .map_err(config_err)?;
+        let dir = if spec.working_dir.as_os_str().is_empty() {
+            // Shared by the pod's containers, so it belongs to the pod-level user.
+            let owner = self
+                .users
+                .pod_identity(spec.pod_security.as_ref())
+                .map_err(config_err)?;
+            let dir = self.pod_work_dir(&spec.pod_uid).ok_or_else(|| {
+                config_err(format!(
+                    "pod uid {:?} cannot name a working directory",
+                    spec.pod_uid
+                ))
+            })?;
+            user::prepare_work_dir(&dir, owner, self.users.can_switch)
+                .map_err(prepare_err(name, "the working directory"))?;
+            dir
+        } else {
+            std::fs::create_dir_all(&spec.working_dir)
+                .map_err(prepare_err(name, "the working directory"))?;
+            spec.working_dir.clone()
+        };
+        // The child changes into its directory after it has become the pod's user.
+        if self.users.can_switch
+            && let Err((blocked, mode, owner)) = user::check_reachable(&dir, identity)
+        {
+            return Err(config_err(format!(
+                "the working directory {} cannot be entered as {identity}: {} (mode {mode:o}, owner uid {owner}) is in the way",
+                dir.display(),
+                blocked.display()
+            )));
+        }
+        Ok((identity, dir))
+    }
+}
+
+/// Opens (appending) a container's log file, creating it and its private folder.
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        crate::state::create_private_dir(dir)?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(LOG_FILE_MODE)
+        .open(path)
 }
 
 fn prepare_err(
@@ -69,16 +154,8 @@ impl Runtime for ProcessRuntime {
                 container: name.to_string(),
             });
         };
-        std::fs::create_dir_all(&spec.working_dir)
-            .map_err(prepare_err(name, "the working directory"))?;
-        if let Some(dir) = spec.log_path.parent() {
-            std::fs::create_dir_all(dir).map_err(prepare_err(name, "the log directory"))?;
-        }
-        let stdout = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log_path)
-            .map_err(prepare_err(name, "the log file"))?;
+        let (identity, working_dir) = self.prepare_user(spec)?;
+        let stdout = open_log(&spec.log_path).map_err(prepare_err(name, "the log file"))?;
         let stderr = stdout
             .try_clone()
             .map_err(prepare_err(name, "the log file"))?;
@@ -97,12 +174,16 @@ impl Runtime for ProcessRuntime {
         cmd.args(args)
             .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&spec.working_dir)
+            .current_dir(&working_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
             .process_group(0)
             .kill_on_drop(false);
+        if self.users.can_switch {
+            // std clears the supplementary groups too (setgroups(0) before setuid, as root).
+            cmd.uid(identity.uid).gid(identity.gid);
+        }
         let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
             container: name.to_string(),
             program: program.clone(),
@@ -115,7 +196,7 @@ impl Runtime for ProcessRuntime {
             tracing::warn!(pod = %spec.pod_key, container = name, error = %e, "cannot move the process into its cgroup");
         }
         let id = procfs::identify(pid);
-        tracing::debug!(pod = %spec.pod_key, container = name, pid, "container started");
+        tracing::debug!(pod = %spec.pod_key, container = name, pid, uid = identity.uid, gid = identity.gid, "container started");
         Ok(Box::new(ProcessContainer {
             id,
             child: tokio::sync::Mutex::new(Some(child)),
@@ -150,6 +231,14 @@ impl Runtime for ProcessRuntime {
             cg.remove();
         }
         self.cgroups.remove_pod(pod_uid);
+        let Some(dir) = self.pod_work_dir(pod_uid) else {
+            return;
+        };
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the pod's working directory");
+        }
     }
 
     fn limits_unavailable(&self) -> Option<String> {
