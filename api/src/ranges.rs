@@ -5,7 +5,7 @@
 pub fn format(ascending: impl IntoIterator<Item = i64>) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut run: Option<(i64, i64)> = None;
-    let mut close = |(start, end): (i64, i64), parts: &mut Vec<String>| {
+    let close = |(start, end): (i64, i64), parts: &mut Vec<String>| {
         parts.push(if start == end {
             start.to_string()
         } else {

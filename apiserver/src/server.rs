@@ -107,12 +107,23 @@ impl RunningServer {
     }
 }
 
+/// Creates the data directory (and any missing parents) 0700: it holds the tokens, the agent
+/// credential's key and the store. An existing directory keeps its mode.
+fn make_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .map_err(|source| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })
+}
+
 /// Opens the embedded store under `config.data_dir` and starts serving.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
+    make_data_dir(&config)?;
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open_with_retention(
         config.store_path(),
         config.compaction_retain_bytes,
@@ -125,10 +136,7 @@ pub async fn start_with_store(
     config: ServerConfig,
     store: Arc<dyn Store>,
 ) -> Result<RunningServer, ServerError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
+    make_data_dir(&config)?;
     let auth = Authenticator::load_or_init(&config.tokens_path())?;
     let agents = AgentCredentials::load_or_init(&config.agent_key_path())?;
     let kinds = Kinds::new();

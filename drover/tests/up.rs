@@ -89,3 +89,84 @@ fn up_demo_completes_stops_on_sigint_and_resumes() {
         .expect("second drover up stops");
     assert!(status.success(), "exit status {status:?}: {}", w.log("up2"));
 }
+
+/// The pods of a stopped `drover up` keep running; the next `drover up` adopts them and records
+/// how they really end: a Job's pod that exits 0 completes the Job with no failure counted, a
+/// pod that exits 3 is Failed with code 3 (issue 14: both were `ContainerStatusUnknown`, 137).
+#[test]
+fn pods_running_across_a_restart_of_drover_up_keep_their_exit_codes() {
+    let mut w = World::new();
+    let data = w.path().join("data");
+    let config = w.config();
+    let (data_s, config_s) = (data.to_str().unwrap(), config.to_str().unwrap());
+    let up = [
+        "up",
+        "--data-dir",
+        data_s,
+        "--listen",
+        "127.0.0.1:0",
+        "--write-config",
+        config_s,
+    ];
+    w.spawn("up1", &up);
+    w.track_state_dir(data.join("agent"));
+    w.wait_config(Duration::from_secs(60));
+    let manifest = w.path().join("work.yaml");
+    std::fs::write(
+        &manifest,
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: steady, namespace: default}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, command: [sh, -c, "sleep 6; echo finished"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: three, namespace: default}
+spec:
+  restartPolicy: Never
+  containers: [{name: main, command: [sh, -c, "sleep 6; exit 3"]}]
+"#,
+    )
+    .unwrap();
+    w.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    wait_for(Duration::from_secs(60), "both pods running", || {
+        let pods = w.items(&["get", "pods"]);
+        (pods.len() == 2 && pods.iter().all(|p| p["status"]["phase"] == "Running")).then_some(())
+    });
+
+    w.signal("up1", Signal::SIGINT);
+    let status = w
+        .wait_exit("up1", Duration::from_secs(30))
+        .expect("drover up stops within 30s of SIGINT");
+    assert!(status.success(), "exit status {status:?}: {}", w.log("up1"));
+    std::fs::remove_file(w.config()).expect("remove config");
+    w.spawn("up2", &up);
+    w.wait_config(Duration::from_secs(60));
+
+    let job = wait_for(Duration::from_secs(60), "the Job to finish", || {
+        let job = w.get_json(&["get", "job", "steady"])?;
+        (has_condition(&job, "Complete") || has_condition(&job, "Failed")).then_some(job)
+    });
+    assert!(has_condition(&job, "Complete"), "{job}");
+    assert_eq!(job["status"]["failed"].as_i64().unwrap_or(0), 0, "{job}");
+    let pods = w.items(&["get", "pods", "-l", "batch.kubernetes.io/job-name=steady"]);
+    assert_eq!(pods.len(), 1, "no replacement pod: {pods:?}");
+    assert!(w.ok(&["logs", &name(&pods[0])]).contains("finished"));
+
+    let three = wait_for(Duration::from_secs(60), "the pod that exits 3", || {
+        let p = w.get_json(&["get", "pod", "three"])?;
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    let terminated = &three["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["exitCode"], 3, "{three}");
+    assert_eq!(terminated["reason"], "Error", "{three}");
+    w.signal("up2", Signal::SIGINT);
+    w.wait_exit("up2", Duration::from_secs(30))
+        .expect("second drover up stops");
+}

@@ -3,7 +3,7 @@
 //! [`worker`]). The supervisor is synchronous and cheap, so a hollow cluster keeps thousands of
 //! them in one dispatcher task.
 
-mod env;
+pub(crate) mod env;
 pub mod status;
 mod worker;
 

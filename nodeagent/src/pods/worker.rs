@@ -161,14 +161,21 @@ impl Worker {
             .collect();
         for (name, run) in recorded {
             let spec = self.container_spec(&name);
-            match spec.and_then(|s| self.ctx.runtime.attach(&s, run.process)) {
+            let adopted = spec
+                .as_ref()
+                .and_then(|s| self.ctx.runtime.attach(s, run.process));
+            match adopted {
                 Some(c) => {
                     tracing::info!(container = %name, pid = run.process.pid, "re-adopted a running container");
                     self.watch(name, Arc::from(c));
                 }
                 None => {
-                    tracing::warn!(container = %name, "container ended while the agent was down");
-                    self.exited(&name, ExitStatus::unknown());
+                    let exit = spec
+                        .as_ref()
+                        .map(|s| self.ctx.runtime.ended_while_away(s))
+                        .unwrap_or_else(ExitStatus::unknown);
+                    tracing::warn!(container = %name, code = exit.code, unknown = exit.unknown, "container ended while the agent was down");
+                    self.exited(&name, exit);
                 }
             }
         }

@@ -188,6 +188,12 @@ pub trait Runtime: Send + Sync {
     /// identity; `None` when it is no longer running.
     fn attach(&self, spec: &ContainerSpec, id: ProcessId) -> Option<Box<dyn Container>>;
 
+    /// How a container that [`attach`](Self::attach) no longer found ended, when the runtime
+    /// recorded it; [`ExitStatus::unknown`] otherwise.
+    fn ended_while_away(&self, _spec: &ContainerSpec) -> ExitStatus {
+        ExitStatus::unknown()
+    }
+
     /// Removes what the runtime kept for a pod's container (its cgroup, and the pod's own
     /// working directory: call it once every container of the pod has ended). May block briefly:
     /// call it from a blocking thread.

@@ -12,9 +12,17 @@
 //! owned by the pod-level user and group; the log file is opened by the agent (mode 0600) and handed over as
 //! stdout/stderr, so the pod never needs access to the agent's state directory.
 //!
+//! Each container runs under a small supervisor, `/bin/sh` running [`SUPERVISOR`]: it runs the
+//! program (resolved to a path first, so no shell builtin stands in for it), waits for it, and
+//! writes its exit code to `<container>.exit` in the pod's private folder, through a descriptor
+//! the agent opened and handed over (the pod's user cannot open that folder). Signals to the
+//! process group reach the program as before; the supervisor outlives them to record the code.
+//!
 //! Children are waited for by tokio (no zombies). After an agent restart a container is no
-//! longer the agent's child: it is watched through `/proc` and, when it ends, its exit code is
-//! unknowable and reported as such ([`ExitStatus::unknown`]).
+//! longer the agent's child: it is watched through `/proc`, and when it ends (or if it ended
+//! while the agent was down) its exit code is read from that record. Only a container whose
+//! supervisor was killed too (SIGKILL to the group while the agent was away) is reported as
+//! unknowable ([`ExitStatus::unknown`]).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,6 +47,67 @@ pub const ADOPTED_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Mode of a container's log file (written through the agent's descriptor only).
 pub const LOG_FILE_MODE: u32 = 0o600;
+
+/// The supervisor's script, run as `sh -c SUPERVISOR drover-exit PROGRAM ARGS...` with the exit
+/// record as its stdin: it moves the record to descriptor 3 and gives itself /dev/null, catches
+/// the stop signals (a caught signal is reset to its default in the program, and `sh` runs the
+/// trap only after the program ended), runs the program without descriptor 3, and writes the
+/// program's exit status (`128 + signal` when a signal ended it) to the record.
+pub const SUPERVISOR: &str = r#"exec 3>&0 </dev/null; trap : TERM INT HUP QUIT USR1 USR2; "$@" 3>&-; c=$?; echo "$c" >&3; exit "$c""#;
+
+/// The shell that runs [`SUPERVISOR`].
+const SHELL: &str = "/bin/sh";
+
+/// Where a container's exit code is recorded: beside its log.
+pub fn exit_record_path(spec: &ContainerSpec) -> Option<PathBuf> {
+    (!spec.log_path.as_os_str().is_empty()).then(|| spec.log_path.with_extension("exit"))
+}
+
+/// The exit status a record holds (`None` when the supervisor never wrote it).
+pub fn read_exit_record(path: &Path) -> Option<ExitStatus> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let code: i32 = text.trim().parse().ok()?;
+    Some(exit_status_of_code(code))
+}
+
+/// A shell's exit status as ours: `128 + n` for n in 1..=64 is the signal n that ended it.
+fn exit_status_of_code(code: i32) -> ExitStatus {
+    match code - 128 {
+        signal @ 1..=64 => ExitStatus::signalled(signal),
+        _ => ExitStatus::exited(code),
+    }
+}
+
+/// The program's path: as given when it has a `/`, else the first executable file of that
+/// name on the container's `PATH` (as `execvp` would find it).
+fn resolve_program(program: &str, env: &[(String, String)]) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return Some(program.to_string());
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(crate::pods::env::DEFAULT_PATH);
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Opens (truncating) a container's exit record, for the supervisor to write through.
+fn open_exit_record(path: &Path) -> std::io::Result<std::fs::File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(LOG_FILE_MODE)
+        .open(path)
+}
 
 /// Runs containers as host processes.
 #[derive(Debug)]
@@ -170,12 +239,36 @@ impl Runtime for ProcessRuntime {
             },
             None => None,
         };
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .env_clear()
+        let spawn_err = |source| RuntimeError::Spawn {
+            container: name.to_string(),
+            program: program.clone(),
+            source,
+        };
+        let resolved = resolve_program(program, &spec.env).ok_or_else(|| {
+            spawn_err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such executable on the container's PATH",
+            ))
+        })?;
+        let mut cmd = match exit_record_path(spec) {
+            Some(record) => {
+                let record =
+                    open_exit_record(&record).map_err(prepare_err(name, "the exit record"))?;
+                let mut cmd = tokio::process::Command::new(SHELL);
+                cmd.args(["-c", SUPERVISOR, "drover-exit", &resolved])
+                    .args(args)
+                    .stdin(Stdio::from(record));
+                cmd
+            }
+            None => {
+                let mut cmd = tokio::process::Command::new(&resolved);
+                cmd.args(args).stdin(Stdio::null());
+                cmd
+            }
+        };
+        cmd.env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&working_dir)
-            .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
             .process_group(0)
@@ -184,11 +277,7 @@ impl Runtime for ProcessRuntime {
             // std clears the supplementary groups too (setgroups(0) before setuid, as root).
             cmd.uid(identity.uid).gid(identity.gid);
         }
-        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
-            container: name.to_string(),
-            program: program.clone(),
-            source,
-        })?;
+        let child = cmd.spawn().map_err(spawn_err)?;
         let pid = child.id().unwrap_or(0);
         if let Some(cg) = &cgroup
             && let Err(e) = cg.add(pid)
@@ -201,6 +290,7 @@ impl Runtime for ProcessRuntime {
             id,
             child: tokio::sync::Mutex::new(Some(child)),
             cgroup,
+            record: exit_record_path(spec),
             exit: std::sync::Mutex::new(None),
         }))
     }
@@ -213,8 +303,15 @@ impl Runtime for ProcessRuntime {
             id,
             child: tokio::sync::Mutex::new(None),
             cgroup: self.cgroups.container(&spec.pod_uid, &spec.container),
+            record: exit_record_path(spec),
             exit: std::sync::Mutex::new(None),
         }))
+    }
+
+    fn ended_while_away(&self, spec: &ContainerSpec) -> ExitStatus {
+        exit_record_path(spec)
+            .and_then(|p| read_exit_record(&p))
+            .unwrap_or_else(ExitStatus::unknown)
     }
 
     /// Blocks (briefly) until the cgroup's processes are gone; call it off the async threads.
@@ -253,6 +350,8 @@ struct ProcessContainer {
     /// `None` for an adopted process. Lock order: `child`, then `exit`.
     child: tokio::sync::Mutex<Option<tokio::process::Child>>,
     cgroup: Option<ContainerCgroup>,
+    /// The supervisor's exit record, read when the process was not the agent's child.
+    record: Option<PathBuf>,
     exit: std::sync::Mutex<Option<ExitStatus>>,
 }
 
@@ -289,7 +388,7 @@ impl Container for ProcessContainer {
         let mut exit = match &mut *child {
             Some(child) => match child.wait().await {
                 Ok(status) => match (status.code(), status.signal()) {
-                    (Some(code), _) => ExitStatus::exited(code),
+                    (Some(code), _) => exit_status_of_code(code),
                     (None, Some(sig)) => ExitStatus::signalled(sig),
                     (None, None) => ExitStatus::unknown(),
                 },
@@ -302,7 +401,10 @@ impl Container for ProcessContainer {
                 while procfs::is_alive(self.id) {
                     tokio::time::sleep(ADOPTED_POLL_INTERVAL).await;
                 }
-                ExitStatus::unknown()
+                self.record
+                    .as_deref()
+                    .and_then(read_exit_record)
+                    .unwrap_or_else(ExitStatus::unknown)
             }
         };
         if self

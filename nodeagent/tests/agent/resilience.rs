@@ -54,13 +54,22 @@ async fn agent_restart_neither_loses_nor_duplicates_pods() {
     let agent = c.start_agent(c.agent_config("n1"));
     c.create_pod(sh_pod("keep", "n1", "sleep 1000", "Always"))
         .await;
-    c.create_pod(sh_pod("ends", "n1", "sleep 0.5", "Never"))
-        .await;
+    // Two end while the agent is down, two after it came back; each code must be the real one.
+    for (name, script) in [
+        ("ends", "sleep 0.5"),
+        ("ends-3", "sleep 0.5; exit 3"),
+        ("later", "sleep 3"),
+        ("later-3", "sleep 3; exit 3"),
+    ] {
+        c.create_pod(sh_pod(name, "n1", script, "Never")).await;
+    }
     let keep = c
         .wait_pod("keep", "Running", |p| p.status.phase == "Running")
         .await;
-    c.wait_pod("ends", "Running", |p| p.status.phase == "Running")
-        .await;
+    for name in ["ends", "ends-3", "later", "later-3"] {
+        c.wait_pod(name, "Running", |p| p.status.phase == "Running")
+            .await;
+    }
     let pid = main_pid(&keep).expect("pid");
     let members = group_members(pid).len();
     assert!(members >= 1);
@@ -74,14 +83,18 @@ async fn agent_restart_neither_loses_nor_duplicates_pods() {
     );
 
     let agent = c.start_agent(c.agent_config("n1"));
-    // The pod that ended while nobody watched is reported honestly.
-    let ends = c
-        .wait_pod("ends", "Failed", |p| p.status.phase == "Failed")
-        .await;
-    assert_eq!(
-        terminated(&ends, "main").map(|t| t.reason),
-        Some("ContainerStatusUnknown".into())
-    );
+    // Pods that ended while nobody watched, and adopted ones that end later, report the exit
+    // code their supervisor recorded: not "unknown".
+    for (name, phase, code, reason) in [
+        ("ends", "Succeeded", 0, "Completed"),
+        ("ends-3", "Failed", 3, "Error"),
+        ("later", "Succeeded", 0, "Completed"),
+        ("later-3", "Failed", 3, "Error"),
+    ] {
+        let p = c.wait_pod(name, phase, |p| p.status.phase == phase).await;
+        let t = terminated(&p, "main").expect("terminated state");
+        assert_eq!((t.exit_code, t.reason.as_str()), (code, reason), "{name}");
+    }
     // The running one was adopted, not restarted.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let keep = c
