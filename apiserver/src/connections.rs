@@ -2,16 +2,18 @@
 //! with prior knowledge) through hyper's auto builder, with the limits that keep idle sockets
 //! from eating the file-descriptor table and starving real clients (issue 12 item 7):
 //!
-//! - a connection must send a complete first request within the idle timeout, or it is closed;
+//! - a connection must send an authenticated request within the idle timeout, or it is closed
+//!   (requests that fail authentication, or need none, do not count: see [`ConnectionAuth`]);
 //!   HTTP/1 also gets hyper's header-read timeout for every later request. (The auto builder
 //!   first waits for bytes to tell HTTP/1 from HTTP/2, with no timeout of its own: a socket that
 //!   sends nothing would wait there for ever.)
-//! - at most `max_pending` connections wait for their first request at once; a new one past that
+//! - at most `max_pending` connections wait for their first authenticated request at once; a new
+//!   one past that
 //!   closes the oldest waiting one. A flood of idle sockets cycles through a bounded set, and a
 //!   client that sends its request at once (every real one) is served;
 //! - at most `max_connections` in all, below the open-file limit (raised to the hard limit at
 //!   start); past it a new connection is closed at once rather than left in the backlog;
-//! - a connection past its first request is never cut for being quiet (a watch, a log stream):
+//! - a connection past its first authenticated request is never cut for being quiet (a watch, a log stream):
 //!   HTTP/2 keep-alive pings close the ones whose peer is gone.
 //!
 //! Per request, the only cost over a bare hyper connection is one relaxed atomic load.
@@ -58,7 +60,7 @@ impl Limits {
     }
 
     /// The configured limits within `open_files` file descriptors: the connections leave
-    /// [`RESERVED_FILE_DESCRIPTORS`] free, and those waiting for a first request take at most
+    /// [`RESERVED_FILE_DESCRIPTORS`] free, and those waiting for an authenticated request take at most
     /// half of them, so a flood of waiting ones always leaves room for connections in use (a new
     /// one past the total is refused, not made room for).
     fn within(config: &ServerConfig, open_files: Option<u64>) -> Limits {
@@ -239,7 +241,7 @@ impl Conn {
         tokio::pin!(conn);
         let deadline = tokio::time::sleep(idle_timeout);
         tokio::pin!(deadline);
-        // Until the first request arrives, the deadline and an eviction may close the connection.
+        // Until a request authenticates, the deadline and an eviction may close the connection.
         let mut waiting = true;
         loop {
             tokio::select! {
@@ -257,7 +259,7 @@ impl Conn {
                     waiting = false;
                 }
                 r = &mut evicted, if waiting => {
-                    // `Err`: the ticket left the waiting set because the first request came.
+                    // `Err`: the ticket left the waiting set because a request authenticated.
                     if r.is_ok() && !ticket.started() {
                         return;
                     }
@@ -275,7 +277,8 @@ impl Conn {
     }
 }
 
-/// The router as one connection's hyper service, marking the connection's first request.
+/// The router as one connection's hyper service, handing unauthenticated connections' requests
+/// the [`ConnectionAuth`] that marks them.
 struct Service {
     inner: TowerToHyperService<Router>,
     ticket: Arc<Ticket>,
@@ -289,13 +292,31 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
     type Future =
         <TowerToHyperService<Router> as hyper::service::Service<http::Request<Incoming>>>::Future;
 
-    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
-        self.ticket.start();
+    fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
+        // Until a request on it authenticates, the connection counts as waiting; after that
+        // nothing is added to its requests.
+        if !self.ticket.started() {
+            req.extensions_mut()
+                .insert(ConnectionAuth(self.ticket.clone()));
+        }
         self.inner.call(req)
     }
 }
 
-/// The connections waiting for their first request, oldest first, each with the sender that
+/// In the extensions of a request on a connection that has not authenticated yet: the handler
+/// calls [`authenticated`](Self::authenticated) once the caller proved who it is, which takes
+/// the connection out of the waiting set. Until then, requests (a 401, `/healthz`) do not
+/// protect a connection from the idle timeout or from eviction.
+#[derive(Clone)]
+pub struct ConnectionAuth(Arc<Ticket>);
+
+impl ConnectionAuth {
+    pub fn authenticated(&self) {
+        self.0.start();
+    }
+}
+
+/// The connections waiting for their first authenticated request, oldest first, each with the sender that
 /// closes it.
 struct Pending {
     cap: usize,
@@ -316,7 +337,8 @@ struct FirstRequest {
     evicted: oneshot::Receiver<()>,
 }
 
-/// Shared by a connection's task and its service; leaves the waiting set on the first request
+/// Shared by a connection's task and its service; leaves the waiting set on the first
+/// authenticated request
 /// or when the connection ends.
 struct Ticket {
     id: u64,
@@ -350,7 +372,7 @@ impl Pending {
                 note(
                     &self.evictions,
                     self.cap,
-                    "connections waiting for a first request at the limit; closing the oldest",
+                    "connections waiting for an authenticated request at the limit; closing the oldest",
                 );
             }
             let id = w.next;

@@ -38,9 +38,14 @@ impl GrpcApi {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        self.svc
+        let user = self
+            .svc
             .authenticate(header)
-            .map_err(|s| status_to_grpc(&s))
+            .map_err(|s| status_to_grpc(&s))?;
+        if let Some(c) = req.extensions().get::<crate::connections::ConnectionAuth>() {
+            c.authenticated();
+        }
+        Ok(user)
     }
 
     fn check_size(&self, body: &[u8]) -> Result<(), tonic::Status> {

@@ -244,9 +244,11 @@ async fn handle(
     uri: Uri,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
+    connection: Option<axum::Extension<crate::connections::ConnectionAuth>>,
     body: Body,
 ) -> Response {
-    match handle_inner(&svc, method, uri, headers, q, body).await {
+    let connection = connection.map(|axum::Extension(c)| c);
+    match handle_inner(&svc, method, uri, headers, q, connection, body).await {
         Ok(r) => r,
         Err(s) => error_response(&s),
     }
@@ -258,12 +260,16 @@ async fn handle_inner(
     uri: Uri,
     headers: HeaderMap,
     q: HashMap<String, String>,
+    connection: Option<crate::connections::ConnectionAuth>,
     body: Body,
 ) -> Result<Response, Status> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let user = svc.authenticate(auth)?;
+    if let Some(c) = connection {
+        c.authenticated();
+    }
     let t = parse_path(uri.path())?;
     let list_opts = || ListOptions {
         label_selector: q.get("labelSelector").cloned().unwrap_or_default(),

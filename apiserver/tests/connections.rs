@@ -44,6 +44,9 @@ enum Idle {
     PartialHead,
     /// The HTTP/2 preface and SETTINGS, then no request.
     Http2Preface,
+    /// Complete HTTP/1.1 keep-alive requests with a wrong token (each answered 401), then
+    /// nothing: answered requests that never authenticated do not make a connection "in use".
+    Unauthenticated,
 }
 
 async fn open_idle(s: &TestServer, how: Idle) -> TcpStream {
@@ -59,6 +62,14 @@ async fn open_idle(s: &TestServer, how: Idle) -> TcpStream {
             tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
                 .await
                 .expect("write")
+        }
+        Idle::Unauthenticated => {
+            for path in ["/api/v1/pods", "/healthz"] {
+                let req = format!(
+                    "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\r\n"
+                );
+                tcp.write_all(req.as_bytes()).await.expect("write");
+            }
         }
     }
     tcp
@@ -83,9 +94,14 @@ async fn closed_by_server(tcp: &mut TcpStream, what: &str) {
 #[tokio::test]
 async fn idle_connections_past_the_cap_are_closed_and_real_clients_are_served() {
     let s = server().await;
-    let kinds = [Idle::Silent, Idle::PartialHead, Idle::Http2Preface];
+    let kinds = [
+        Idle::Silent,
+        Idle::PartialHead,
+        Idle::Http2Preface,
+        Idle::Unauthenticated,
+    ];
     let mut idle = Vec::new();
-    for i in 0..PENDING_CAP * 6 {
+    for i in 0..PENDING_CAP * 8 {
         let how = kinds[i % kinds.len()];
         idle.push((how, open_idle(&s, how).await));
     }
@@ -257,4 +273,46 @@ async fn an_http2_connection_allows_a_thousand_streams() {
         send.current_max_send_streams(),
         drover_apiserver::config::HTTP2_MAX_CONCURRENT_STREAMS as usize
     );
+}
+
+#[tokio::test]
+async fn http2_connections_that_never_authenticate_do_not_stay() {
+    // Each asks once with a wrong token (401) and once without needing one (/healthz), then
+    // holds the connection open, answering the server's pings: it must still be closed, while
+    // a client that authenticates is served throughout.
+    let s = server().await;
+    let mut held = Vec::new();
+    for _ in 0..PENDING_CAP * 2 {
+        let tcp = TcpStream::connect(s.server.addr).await.expect("connect");
+        let (mut send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        let conn = tokio::spawn(conn);
+        for (path, token) in [("/api/v1/pods", "Bearer wrong"), ("/healthz", "")] {
+            let mut req = http::Request::get(format!("{}{path}", s.server.url()));
+            if !token.is_empty() {
+                req = req.header("authorization", token);
+            }
+            let (resp, _) = send
+                .send_request(req.body(()).expect("request"), true)
+                .expect("send");
+            tokio::time::timeout(PATIENCE, resp)
+                .await
+                .expect("answered")
+                .expect("response");
+        }
+        held.push((send, conn));
+    }
+    let pods = s.client().namespaced::<Pod>("default");
+    pods.list(&ListParams::default())
+        .await
+        .expect("an authenticated client is served");
+    for (i, (_send, conn)) in held.into_iter().enumerate() {
+        // How it ended (a GOAWAY, a reset) does not matter; that it ended does.
+        let _ended = tokio::time::timeout(PATIENCE, conn)
+            .await
+            .unwrap_or_else(|_| panic!("the server kept unauthenticated connection {i} open"))
+            .expect("connection task");
+    }
+    pods.list(&ListParams::default())
+        .await
+        .expect("an authenticated client is still served");
 }
