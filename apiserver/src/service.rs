@@ -285,7 +285,8 @@ impl ApiService {
     }
 
     pub async fn create(&self, _user: &User, t: &Target, body: &[u8]) -> Result<Bytes, Status> {
-        if t.api_version == TokenReview::api_version() && t.resource == TokenReview::PLURAL {
+        // The plural first: it is a plain comparison, while `api_version()` builds a String.
+        if t.resource == TokenReview::PLURAL && t.api_version == TokenReview::api_version() {
             return self.review_token(t, body);
         }
         let r = self.resolve(t)?;
