@@ -1,14 +1,12 @@
-//! Drover's API: the resource model, validation, structured errors, the gRPC service definitions
-//! and the typed client with list+watch caches (informers).
+//! Drover's API: the resource model, validation, structured errors, quantities and selectors.
+//! Types only: no I/O and no async runtime. The wire (the gRPC service definitions) and the
+//! typed client with its informers and event recorder are in `drover-client`.
 //!
 //! Start with [`resource::Resource`] (what every kind implements) and [`kinds`] (the list of
 //! kinds); the types themselves are in [`core`], [`batch`], [`scheduling`] and [`coordination`].
-//! [`client`] is how every component talks to the API server. This crate does no I/O of its own
-//! beyond the client.
 
 pub mod authentication;
 pub mod batch;
-pub mod client;
 pub mod coordination;
 pub mod core;
 pub mod device;

@@ -5,9 +5,9 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use drover_api::Status;
-use drover_api::client::proto::{self, api_server};
-use drover_api::client::status_to_grpc;
 use drover_api::error::Reason;
+use drover_client::proto::{self, api_server};
+use drover_client::status_to_grpc;
 use futures::{Stream, StreamExt};
 
 use crate::auth::User;
@@ -142,13 +142,13 @@ impl api_server::Api for GrpcApi {
         let user = self.user(&req)?;
         let r = req.into_inner();
         self.check_size(&r.patch)?;
-        if !r.patch_type.is_empty() && r.patch_type != drover_api::client::MERGE_PATCH {
+        if !r.patch_type.is_empty() && r.patch_type != drover_client::MERGE_PATCH {
             return Err(status_to_grpc(&Status::new(
                 Reason::UnsupportedMediaType,
                 format!(
                     "patch type {:?} is not supported: expected {}",
                     r.patch_type,
-                    drover_api::client::MERGE_PATCH
+                    drover_client::MERGE_PATCH
                 ),
             )));
         }

@@ -23,8 +23,7 @@ use crate::service::ApiService;
 
 /// REST and gRPC on one router, every other path answered by [`unknown_path`].
 pub fn app(service: ApiService) -> Router {
-    let grpc =
-        crate::grpc::GrpcApi::new(service.clone()).server(drover_api::client::MAX_MESSAGE_BYTES);
+    let grpc = crate::grpc::GrpcApi::new(service.clone()).server(drover_client::MAX_MESSAGE_BYTES);
     crate::rest::router(service)
         .merge(tonic::service::Routes::new(GrpcOnly(grpc)).into_axum_router())
         .fallback(unknown_path)

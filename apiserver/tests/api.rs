@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::{node_json, pod_json, start, start_with};
 use drover_api::Reason;
-use drover_api::client::{DeleteParams, ListParams, WatchEvent};
 use drover_api::core::{Binding, DeviceAssignment, Namespace, Node, Pod};
+use drover_client::{DeleteParams, ListParams, WatchEvent};
 use futures::StreamExt;
 
 fn pod(ns: &str, name: &str) -> Pod {
@@ -539,7 +539,7 @@ async fn restart_resumes_from_disk_with_every_object() {
     let cfg =
         || drover_apiserver::ServerConfig::new(dir.path()).listen("127.0.0.1:0".parse().unwrap());
     let server = drover_apiserver::start(cfg()).await.unwrap();
-    let client = drover_api::client::Client::new(&drover_api::client::ClientConfig {
+    let client = drover_client::Client::new(&drover_client::ClientConfig {
         server: server.url(),
         token: server.admin_token.clone(),
     })
@@ -558,10 +558,7 @@ async fn restart_resumes_from_disk_with_every_object() {
     server.shutdown().await.unwrap();
     let down = client.namespaced::<Pod>("default").get("p0").await;
     assert!(
-        matches!(
-            down,
-            Err(drover_api::client::ClientError::Unreachable { .. })
-        ),
+        matches!(down, Err(drover_client::ClientError::Unreachable { .. })),
         "a call while the server is down says it is unreachable: {down:?}"
     );
 

@@ -91,7 +91,7 @@ async fn malformed_requests_get_structured_errors_and_change_nothing() {
 async fn grpc_errors_carry_the_same_structure() {
     let s = start().await;
     let c = s.client();
-    let t = drover_api::client::target(
+    let t = drover_client::target(
         &<drover_api::core::Pod as drover_api::Resource>::info(),
         Some("default"),
         "",

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{TestServer, pod_json, start_with};
-use drover_api::client::{ListParams, WatchEvent};
 use drover_api::core::Pod;
+use drover_client::{ListParams, WatchEvent};
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;

@@ -1,4 +1,4 @@
-//! The shared event recorder (`drover_api::client::events`) against a real server: repeats are
+//! The shared event recorder (`drover_client::events`) against a real server: repeats are
 //! aggregated into one Event, events of one object keep their order, and a full queue drops
 //! (and counts) events instead of blocking the caller.
 
@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use drover_api::client::ListParams;
-use drover_api::client::events::{Recorder, RecorderOptions, reference};
 use drover_api::core::{Event, Pod};
+use drover_client::ListParams;
+use drover_client::events::{Recorder, RecorderOptions, reference};
 
 fn pod(name: &str) -> Pod {
     let mut p = Pod::default();
@@ -18,7 +18,7 @@ fn pod(name: &str) -> Pod {
     p
 }
 
-async fn events_of(client: &drover_api::client::Client, name: &str, want: usize) -> Vec<Event> {
+async fn events_of(client: &drover_client::Client, name: &str, want: usize) -> Vec<Event> {
     for _ in 0..200 {
         let list = client
             .namespaced::<Event>("default")

@@ -5,11 +5,11 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use drover_api::client::WatchEvent;
-use drover_api::client::informer::Cache;
 use drover_api::core::Pod;
 use drover_api::resource::Resource;
 use drover_benches::workload::Shape;
+use drover_client::WatchEvent;
+use drover_client::informer::Cache;
 
 fn pod_json() -> Vec<u8> {
     let mut p = Shape::Gpu(2).pod("bench", "p-0");

@@ -2,9 +2,9 @@
 //! server on the embedded store in a temporary directory, scheduler, controllers where asked),
 //! or an existing server (`--server`), whose own scheduler then does the work.
 
-use drover_api::client::{Api, Client, ClientConfig};
 use drover_api::core::Namespace;
 use drover_apiserver::{RunningServer, ServerConfig};
+use drover_client::{Api, Client, ClientConfig};
 use drover_nodeagent::HollowCluster;
 use drover_scheduler::SchedulerConfig;
 use tokio::sync::watch;

@@ -25,7 +25,7 @@ pub use report::{Report, Table};
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("api: {0}")]
-    Client(#[from] drover_api::client::ClientError),
+    Client(#[from] drover_client::ClientError),
     #[error("cannot start the in-process control plane: {0}")]
     Start(String),
     #[error("{path}: {message}")]

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use drover_api::client::{Api, Client, ClientError, ListParams, WatchEvent};
 use drover_api::core::Pod;
+use drover_client::{Api, Client, ClientError, ListParams, WatchEvent};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::Serialize;

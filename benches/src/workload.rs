@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use drover_api::client::{Api, Client};
 use drover_api::core::{Node, Pod};
+use drover_client::{Api, Client};
 use drover_scheduler::testing::{GpuProfile, node, pod};
 use rand::{RngExt, SeedableRng};
 

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use drover_api::client::ClientConfig;
 use drover_benches::cluster::ClusterOptions;
 use drover_benches::podrun::RunOptions;
 use drover_benches::scenario::{self, ClusterSpec};
 use drover_benches::workload::{Layout, ShapeMix};
 use drover_benches::{BenchError, Progress, Report};
+use drover_client::ClientConfig;
 
 fn spec(nodes: usize) -> ClusterSpec {
     ClusterSpec {

@@ -123,7 +123,7 @@ async fn live_replay_refuses_a_remote_server() {
             policies: vec!["drover".into()],
         },
         cluster: ClusterOptions {
-            server: Some(drover_api::client::ClientConfig {
+            server: Some(drover_client::ClientConfig {
                 server: "http://127.0.0.1:1".into(),
                 token: String::new(),
             }),

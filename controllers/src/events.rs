@@ -1,15 +1,15 @@
 //! Events: v1 Events about the objects controllers act on (pod created, gang restarted, node
 //! unreachable, pod evicted, job finished), through the shared background recorder
-//! ([`drover_api::client::events`]): aggregated like Kubernetes' recorder (a repeat of the same
+//! ([`drover_client::events`]): aggregated like Kubernetes' recorder (a repeat of the same
 //! reason and message on the same object bumps `count` and `lastTimestamp`), written without
 //! holding up a reconcile, and dropped rather than queued without bound when the API server
 //! falls behind.
 
 use drover_api::Resource;
-use drover_api::client::Client;
-use drover_api::client::events::{self, RecorderOptions, reference};
 use drover_api::core::event_type;
 use drover_api::meta::ObjectReference;
+use drover_client::Client;
+use drover_client::events::{self, RecorderOptions, reference};
 
 use crate::clock::Clock;
 

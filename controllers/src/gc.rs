@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use drover_api::Resource;
 use drover_api::batch::Job;
-use drover_api::client::{Client, ClientError, DeleteParams};
 use drover_api::core::Pod;
 use drover_api::meta::{ObjectMeta, OwnerReference};
 use drover_api::scheduling::PodGroup;
+use drover_client::{Client, ClientError, DeleteParams};
 use tokio::sync::Notify;
 
 use crate::runtime::{Caches, Stop};
@@ -71,9 +71,9 @@ impl Dependent {
     }
 
     /// The API target of this dependent.
-    fn target(&self) -> drover_api::client::proto::Target {
+    fn target(&self) -> drover_client::proto::Target {
         let m = self.meta();
-        drover_api::client::target(&self.info(), Some(&m.namespace), &m.name, "")
+        drover_client::target(&self.info(), Some(&m.namespace), &m.name, "")
     }
 
     /// Wraps a client error with what it was about.

@@ -7,8 +7,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use drover_api::client::{Api, Client, ClientError};
 use drover_api::coordination::{Lease, LeaseSpec};
+use drover_client::{Api, Client, ClientError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 

@@ -28,7 +28,7 @@ pub mod runtime;
 use std::future::Future;
 use std::sync::Arc;
 
-use drover_api::client::Client;
+use drover_client::Client;
 use tokio::task::JoinSet;
 
 pub use clock::Clock;

@@ -19,11 +19,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use drover_api::client::informer::View;
-use drover_api::client::{Client, ClientError};
 use drover_api::coordination::Lease;
 use drover_api::core::{NODE_READY, Node, Pod, Taint, taint_effect};
 use drover_api::meta::{Condition, set_condition};
+use drover_client::informer::View;
+use drover_client::{Client, ClientError};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -403,8 +403,8 @@ impl NodeLifecycle {
 
 #[cfg(test)]
 mod tests {
-    use drover_api::client::ClientConfig;
     use drover_api::meta::ObjectMeta;
+    use drover_client::ClientConfig;
 
     use super::*;
 
@@ -461,7 +461,7 @@ mod tests {
         caches
             .node_leases
             .cache
-            .apply(drover_api::client::WatchEvent::Modified(lease("n2", "2")));
+            .apply(drover_client::WatchEvent::Modified(lease("n2", "2")));
         assert!(m.judge(&nodes, Instant::now()).is_empty());
         tokio::time::advance(secs(2)).await;
         assert_eq!(m.judge(&nodes, Instant::now()), ["n1"]);
@@ -491,7 +491,7 @@ mod tests {
         caches
             .node_leases
             .cache
-            .apply(drover_api::client::WatchEvent::Modified(lease("n1", "2")));
+            .apply(drover_client::WatchEvent::Modified(lease("n1", "2")));
         tokio::time::advance(secs(2)).await;
         // n2's agent never came back: it is lost a grace period after the view was current.
         assert_eq!(m.judge(&nodes, Instant::now()), ["n2"]);

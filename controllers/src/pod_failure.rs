@@ -4,8 +4,8 @@
 //! since no agent will finish the deletion. The node-lifecycle controller and PodGC share this
 //! one path.
 
-use drover_api::client::{Client, DeleteParams};
 use drover_api::core::{Pod, pod_phase};
+use drover_client::{Client, DeleteParams};
 
 use crate::events::Recorder;
 

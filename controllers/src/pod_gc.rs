@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_api::client::{Client, DeleteParams};
 use drover_api::core::{Node, Pod};
+use drover_client::{Client, DeleteParams};
 use tokio::time::Instant;
 
 use crate::events::Recorder;

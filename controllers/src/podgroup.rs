@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use drover_api::client::informer::{Change, object_key};
-use drover_api::client::{Client, ClientError};
 use drover_api::core::{Pod, pod_phase};
 use drover_api::scheduling::{PodGroup, PodGroupStatus, pod_group_phase};
+use drover_client::informer::{Change, object_key};
+use drover_client::{Client, ClientError};
 
 use crate::clock::Clock;
 use crate::events::{Recorder, reason};

@@ -185,7 +185,7 @@ async fn gang_member_failure_restarts_the_whole_gang() {
     m.shutdown().await;
 }
 
-async fn renew(client: &drover_api::client::Client, node: &str) {
+async fn renew(client: &drover_client::Client, node: &str) {
     let api = client.namespaced::<Lease>("kube-node-lease");
     let now = chrono::Utc::now();
     match api.get_opt(node).await.expect("get lease") {

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use common::*;
 use drover_api::batch::Job;
-use drover_api::client::DeleteParams;
 use drover_api::core::{Pod, pod_phase};
 use drover_api::scheduling::PodGroup;
+use drover_client::DeleteParams;
 
 const NS: &str = "default";
 

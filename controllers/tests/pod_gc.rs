@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use drover_api::client::DeleteParams;
 use drover_api::core::{Node, Pod};
+use drover_client::DeleteParams;
 use drover_controllers::events::Recorder;
 use drover_controllers::pod_gc::PodGc;
 use drover_controllers::runtime::{Caches, Stop};

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drover_api::client::{Client, ClientConfig, ListParams};
 use drover_api::core::Pod;
+use drover_client::{Client, ClientConfig, ListParams};
 
 const ROUNDS: usize = 4;
 const WRITERS: usize = 16;

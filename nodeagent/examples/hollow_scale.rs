@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use drover_api::client::{Client, ClientConfig};
 use drover_apiserver::ServerConfig;
+use drover_client::{Client, ClientConfig};
 use drover_nodeagent::{HollowCluster, HollowOptions};
 
 fn rss_bytes() -> u64 {

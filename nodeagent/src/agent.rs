@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_api::client::informer::{Change, Informer};
-use drover_api::client::{Client, ListParams};
 use drover_api::core::Pod;
+use drover_client::informer::{Change, Informer};
+use drover_client::{Client, ListParams};
 use drover_device_plugins::{DeviceError, DeviceManager, Discovery};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;

@@ -14,9 +14,9 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_api::client::informer::{Change, Informer};
-use drover_api::client::{Client, ListParams};
 use drover_api::core::Pod;
+use drover_client::informer::{Change, Informer};
+use drover_client::{Client, ListParams};
 use drover_device_plugins::{DeviceError, DeviceManager, Profile, SimulatedPlugin, load_profile};
 use futures::StreamExt;
 use tokio::sync::mpsc;

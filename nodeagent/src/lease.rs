@@ -3,8 +3,8 @@
 //! read per renewal (it updates the copy it last wrote, and re-reads only on conflict);
 //! [`renew_all`] renews many with bounded concurrency (hollow clusters).
 
-use drover_api::client::{Api, Client, ClientError};
 use drover_api::coordination::Lease;
+use drover_client::{Api, Client, ClientError};
 
 /// The namespace of node leases (Kubernetes' name).
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";

@@ -10,6 +10,7 @@
 //! in one process for scale tests.
 
 pub mod agent;
+#[cfg(feature = "hollow")]
 pub mod hollow;
 pub mod lease;
 pub mod logserver;
@@ -19,4 +20,5 @@ pub mod runtime;
 pub mod state;
 
 pub use agent::{AgentConfig, AgentError, run};
+#[cfg(feature = "hollow")]
 pub use hollow::{HollowCluster, HollowError, HollowOptions};

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use drover_api::client::{Api, Client, ClientError};
 use drover_api::core::{
     DaemonEndpoint, NODE_READY, Node, NodeAddress, NodeDaemonEndpoints, NodeSystemInfo,
 };
 use drover_api::meta::{Condition, set_condition};
 use drover_api::quantity::{Quantity, ResourceList};
+use drover_client::{Api, Client, ClientError};
 use drover_device_plugins::Discovery;
 
 /// Pods a node accepts when not configured otherwise (Kubernetes' default).

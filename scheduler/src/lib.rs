@@ -14,6 +14,7 @@ pub mod plugins;
 pub mod queue;
 pub mod resources;
 pub mod simulate;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 mod report;

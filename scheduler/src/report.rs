@@ -1,17 +1,17 @@
 //! What the scheduler tells people: pod conditions (`PodScheduled`, `DisruptionTarget`), the
 //! nominated node, PodGroup status, and Events (`Scheduled`, `FailedScheduling`, `Preempted`).
 
-use drover_api::client::events::{Recorder, RecorderOptions, reference};
-use drover_api::client::{Client, ClientError, DeleteParams};
 use drover_api::core::{Pod, event_type};
 use drover_api::meta::{Condition, ObjectReference, set_condition};
 use drover_api::scheduling::PodGroup;
+use drover_client::events::{Recorder, RecorderOptions, reference};
+use drover_client::{Client, ClientError, DeleteParams};
 
 /// The component name on events.
 pub const COMPONENT: &str = "drover-scheduler";
 
 /// The scheduler's event recorder: events are written in the background and best-effort (see
-/// [`drover_api::client::events`]), so a binding never waits for its `Scheduled` event and an
+/// [`drover_client::events`]), so a binding never waits for its `Scheduled` event and an
 /// overloaded API server sheds events before bindings. Must be made inside a tokio runtime.
 pub fn recorder(client: &Client) -> Recorder {
     Recorder::new(client.clone(), RecorderOptions::new(COMPONENT, ""))

@@ -10,11 +10,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_api::client::events::Recorder;
-use drover_api::client::informer::{Change, Informer};
-use drover_api::client::{Client, ClientError, ListParams};
 use drover_api::core::{Node, Pod, preemption_policy};
 use drover_api::scheduling::{PodGroup, PriorityClass, topology_mode};
+use drover_client::events::Recorder;
+use drover_client::informer::{Change, Informer};
+use drover_client::{Client, ClientError, ListParams};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn};

@@ -1,6 +1,9 @@
 //! Builders of nodes and pods for tests, benchmarks and simulations: GPU nodes with realistic
 //! device inventories (the shapes of the simulated device profiles: `h100-8` on NVSwitch,
 //! `a100-8` in NVLink pairs over two sockets, `l4-4` on PCIe) and pods with requests.
+//!
+//! Behind the `testing` feature: tests, the scheduler's benches and the bench harness turn it on;
+//! the scheduler library itself never uses it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use drover_api::client::{Client, ClientConfig, DeleteParams, ListParams};
 use drover_api::core::{Event, Namespace, Pod};
 use drover_api::scheduling::{GangTopology, PodGroup, PriorityClass};
 use drover_apiserver::{RunningServer, ServerConfig};
+use drover_client::{Client, ClientConfig, DeleteParams, ListParams};
 use drover_scheduler::queue::QueueConfig;
 use drover_scheduler::testing::{GpuProfile, node, pod};
 use drover_scheduler::{SchedulerConfig, run};

@@ -9,6 +9,7 @@
 //! Backends implement [`Store`]; the conformance suite in [`conformance`] runs the same tests over
 //! each of them.
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod embedded;
 

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use drover_api::client::{Client, ClientConfig};
 use drover_apiserver::{RunningServer, ServerConfig};
+use drover_client::{Client, ClientConfig};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;

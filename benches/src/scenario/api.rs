@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use drover_api::client::{Api, ListParams, WatchEvent};
 use drover_api::core::Pod;
+use drover_client::{Api, ListParams, WatchEvent};
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use serde::Serialize;

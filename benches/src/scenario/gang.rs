@@ -18,9 +18,9 @@
 
 use std::time::{Duration, Instant};
 
-use drover_api::client::Api;
 use drover_api::core::Pod;
 use drover_api::scheduling::{GangTopology, POD_GROUP_LABEL, PodGroup, topology_mode};
+use drover_client::Api;
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -206,7 +206,7 @@ async fn run_on(
                 p
             })
             .collect();
-        let acks: Vec<Result<Instant, drover_api::client::ClientError>> =
+        let acks: Vec<Result<Instant, drover_client::ClientError>> =
             futures::stream::iter(members.iter())
                 .map(|p| {
                     let api = pods_api.clone();

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use drover_api::Resource;
-use drover_api::client::{Api, Client, ClientError, ListParams};
 use drover_api::core::Node;
+use drover_client::{Api, Client, ClientError, ListParams};
 use drover_nodeagent::{HollowCluster, HollowOptions};
 use futures::StreamExt;
 

@@ -28,9 +28,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use drover_api::client::{Client, ClientError, WatchEvent};
 use drover_api::core::{Pod, pod_phase, restart_policy};
 use drover_api::scheduling::PodGroup;
+use drover_client::{Client, ClientError, WatchEvent};
 use drover_nodeagent::runtime::simulated::SIM_DURATION_ANNOTATION;
 use drover_scheduler::queue::QueueConfig;
 use futures::StreamExt;

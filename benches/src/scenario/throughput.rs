@@ -103,13 +103,13 @@ pub async fn run(opts: &Options, progress: &Progress) -> Result<ThroughputReport
 /// Events with `reason` in `namespace` (`None` if they cannot be listed). The scheduler's
 /// events are best-effort: when the API server falls behind, its recorder sheds them.
 async fn count_events(
-    client: &drover_api::client::Client,
+    client: &drover_client::Client,
     namespace: &str,
     reason: &str,
 ) -> Option<usize> {
     let list = client
         .namespaced::<drover_api::core::Event>(namespace)
-        .list(&drover_api::client::ListParams::default())
+        .list(&drover_client::ListParams::default())
         .await
         .ok()?;
     Some(list.items.iter().filter(|e| e.reason == reason).count())
@@ -117,7 +117,7 @@ async fn count_events(
 
 /// Pods in `namespace` that a node agent reported Running or Succeeded (`None` if they cannot
 /// be listed).
-async fn count_started(client: &drover_api::client::Client, namespace: &str) -> Option<usize> {
+async fn count_started(client: &drover_client::Client, namespace: &str) -> Option<usize> {
     use drover_api::core::pod_phase::{RUNNING, SUCCEEDED};
     let api = client.namespaced::<drover_api::core::Pod>(namespace);
     super::hollow::count_paged(&api, |p| {

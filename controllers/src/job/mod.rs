@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use drover_api::Resource;
 use drover_api::batch::{Job, JobStatus};
-use drover_api::client::informer::{Change, object_key};
-use drover_api::client::{Client, ClientError, DeleteParams};
 use drover_api::core::Pod;
+use drover_client::informer::{Change, object_key};
+use drover_client::{Client, ClientError, DeleteParams};
 use tracing::Instrument;
 
 use crate::clock::Clock;

@@ -7,11 +7,11 @@ use std::sync::{Arc, RwLock};
 
 use drover_api::Resource;
 use drover_api::batch::Job;
-use drover_api::client::informer::{Cache, Change, Informer};
-use drover_api::client::{Client, ListParams};
 use drover_api::coordination::Lease;
 use drover_api::core::{Node, Pod};
 use drover_api::scheduling::PodGroup;
+use drover_client::informer::{Cache, Change, Informer};
+use drover_client::{Client, ListParams};
 
 type Handler<T> = Arc<dyn Fn(&Change<T>) + Send + Sync>;
 

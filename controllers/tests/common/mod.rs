@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use drover_api::Resource;
 use drover_api::batch::Job;
-use drover_api::client::{Api, Client, ClientConfig, ListParams};
 use drover_api::core::{Binding, Pod, pod_phase};
 use drover_apiserver::{RunningServer, ServerConfig};
+use drover_client::{Api, Client, ClientConfig, ListParams};
 use drover_controllers::ControllersConfig;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -207,7 +207,7 @@ pub async fn finish_deleting(client: &Client, ns: &str) {
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_some())
     {
-        let params = drover_api::client::DeleteParams {
+        let params = drover_client::DeleteParams {
             grace_period_seconds: Some(0),
             ..Default::default()
         };

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use drover_api::client::Client;
-use drover_api::client::config::drover_home;
+use drover_client::Client;
+use drover_client::config::drover_home;
 use drover_nodeagent::{AgentConfig, HollowCluster, HollowOptions};
 
 use super::GlobalArgs;

@@ -7,7 +7,7 @@
 //! last-applied configuration to the new manifest), fields that differ from the live object are
 //! set, and fields others added are left alone.
 
-use drover_api::client::{Client, ClientError, target};
+use drover_client::{Client, ClientError, target};
 use serde_json::{Map, Value};
 
 use super::GlobalArgs;

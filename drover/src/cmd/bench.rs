@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use drover_api::client::ClientConfig;
 use drover_benches::cluster::ClusterOptions;
 use drover_benches::podrun::RunOptions;
 use drover_benches::report::render_parameters;
 use drover_benches::scenario::{self, ClusterSpec};
 use drover_benches::workload::{Layout, ShapeMix};
 use drover_benches::{Progress, Report, openb};
+use drover_client::ClientConfig;
 use serde::Serialize;
 
 use super::GlobalArgs;

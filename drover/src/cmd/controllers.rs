@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use drover_api::client::Client;
+use drover_client::Client;
 use drover_controllers::ControllersConfig;
 use drover_controllers::config as defaults;
 

@@ -1,8 +1,8 @@
 //! `drover delete KIND NAME...`, `-l SELECTOR` or `-f FILE`: deletes objects and prints
 //! `pod "x" deleted` for each, as kubectl does.
 
-use drover_api::client::{Client, ClientError, DeleteParams, ListParams, target};
 use drover_api::resource::KindInfo;
+use drover_client::{Client, ClientError, DeleteParams, ListParams, target};
 use serde_json::Value;
 
 use super::manifest::{self, Check};

@@ -5,8 +5,8 @@
 //! out as kubectl's generic describer does.
 
 use chrono::Utc;
-use drover_api::client::{Client, ClientError, ListParams, target};
 use drover_api::resource::KindInfo;
+use drover_client::{Client, ClientError, ListParams, target};
 use serde_json::Value;
 
 use super::apply::LAST_APPLIED;

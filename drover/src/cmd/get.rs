@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use drover_api::client::{Client, ClientError, ListParams, proto, target};
 use drover_api::error::Reason;
 use drover_api::resource::KindInfo;
+use drover_client::{Client, ClientError, ListParams, proto, target};
 use futures::StreamExt;
 use serde_json::{Value, json};
 

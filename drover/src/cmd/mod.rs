@@ -16,7 +16,7 @@ pub mod up;
 
 use std::path::PathBuf;
 
-use drover_api::client::{Client, ClientConfig, ClientError};
+use drover_client::{Client, ClientConfig, ClientError};
 
 /// Flags every command takes.
 #[derive(clap::Args, Debug, Clone)]

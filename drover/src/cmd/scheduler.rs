@@ -31,7 +31,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
 }
 
 /// The scheduler inside `drover up`, with the default configuration, until the task is aborted.
-pub async fn run_in_process(client: drover_api::client::Client) {
+pub async fn run_in_process(client: drover_client::Client) {
     if let Err(e) =
         drover_scheduler::run(SchedulerConfig::default(), client, std::future::pending()).await
     {

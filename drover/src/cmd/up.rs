@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use drover_api::client::config::{default_config_path, drover_home};
-use drover_api::client::{Client, ClientConfig};
 use drover_apiserver::ServerConfig;
+use drover_client::config::{default_config_path, drover_home};
+use drover_client::{Client, ClientConfig};
 
 use super::GlobalArgs;
 

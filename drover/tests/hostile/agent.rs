@@ -6,9 +6,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use drover_api::client::{Client, ClientConfig};
 use drover_api::core::{Binding, DeviceAssignment, Node, Pod};
 use drover_api::quantity::Quantity;
+use drover_client::{Client, ClientConfig};
 
 use super::common::{World, wait_for};
 use super::state::{pod, up_with};

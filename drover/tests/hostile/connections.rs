@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use drover_api::client::ClientConfig;
+use drover_client::ClientConfig;
 
 use super::common::World;
 

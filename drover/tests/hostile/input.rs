@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use drover_api::client::ClientConfig;
+use drover_client::ClientConfig;
 
 use super::common::World;
 use super::state::up_with;

@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use drover_api::client::{Client, ClientConfig};
 use drover_api::core::{Container, Pod, PodSpec};
+use drover_client::{Client, ClientConfig};
 
 use super::common::{World, wait_for};
 

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use drover_api::batch::Job;
-use drover_api::client::{Client, ClientConfig, ClientError, ListParams};
 use drover_api::core::{Container, DeviceAssignment, Namespace, Pod, PodSpec};
 use drover_api::meta::Condition;
+use drover_client::{Client, ClientConfig, ClientError, ListParams};
 
 use super::common::{World, wait_for};
 

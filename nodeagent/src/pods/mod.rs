@@ -11,9 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drover_api::client::Client;
-use drover_api::client::informer::Change;
 use drover_api::core::{Container, Pod};
+use drover_client::Client;
+use drover_client::informer::Change;
 use drover_device_plugins::DeviceManager;
 use tokio::sync::mpsc;
 use tracing::Instrument;

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use drover_api::client::Client;
 use drover_api::core::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
     ContainerStatus, Pod, PodIp, PodStatus, pod_phase,
 };
 use drover_api::meta::{Condition, Time, set_condition};
+use drover_client::Client;
 use tokio::sync::watch;
 
 use crate::state::{ContainerRecord, PodRecord, TerminatedRecord};

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_api::client::DeleteParams;
 use drover_api::core::{Container as ContainerSpecApi, Pod, pod_phase, restart_policy};
+use drover_client::DeleteParams;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_api::client::{Client, ClientConfig};
 use drover_api::core::{Container, Pod, PodSpec};
 use drover_apiserver::{RunningServer, ServerConfig};
+use drover_client::{Client, ClientConfig};
 use drover_device_plugins::DeviceManager;
 use drover_nodeagent::AgentConfig;
 use tokio::sync::oneshot;
@@ -294,7 +294,7 @@ impl Cluster {
     /// them, so no test leaves processes (or cgroups) behind.
     pub async fn cleanup(&self, node: &str) {
         let pods = self.client.namespaced::<Pod>("default");
-        let params = drover_api::client::DeleteParams {
+        let params = drover_client::DeleteParams {
             grace_period_seconds: Some(0),
             ..Default::default()
         };

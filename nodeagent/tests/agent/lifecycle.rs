@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use drover_api::client::DeleteParams;
 use drover_api::core::{Container, ResourceRequirements};
 use drover_api::quantity::Quantity;
+use drover_client::DeleteParams;
 use futures::StreamExt;
 
 use crate::common::{Cluster, group_members, main_pid, sh_pod, terminated};

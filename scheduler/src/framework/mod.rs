@@ -11,7 +11,7 @@ pub mod profile;
 pub mod registry;
 pub mod status;
 
-use drover_api::client::Client;
+use drover_client::Client;
 use futures::future::BoxFuture;
 
 pub use cycle_state::CycleState;
@@ -42,7 +42,7 @@ pub enum BindError {
         pod: String,
         node: String,
         #[source]
-        source: drover_api::client::ClientError,
+        source: drover_client::ClientError,
     },
 }
 

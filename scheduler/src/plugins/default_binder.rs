@@ -1,7 +1,7 @@
 //! DefaultBinder: writes a placement through `pods/{name}/binding`, with the device ids.
 
-use drover_api::client::Client;
 use drover_api::core::{Binding, Pod};
+use drover_client::Client;
 use futures::future::BoxFuture;
 
 use crate::cache::{Placement, PodInfo};

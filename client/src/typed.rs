@@ -6,9 +6,9 @@ use futures::{Stream, StreamExt};
 use serde::Serialize;
 
 use super::{Client, ClientError, proto, target};
-use crate::error::Status;
-use crate::meta::List;
-use crate::resource::Resource;
+use drover_api::error::Status;
+use drover_api::meta::List;
+use drover_api::resource::Resource;
 
 /// Objects per page of [`Api::list_all`].
 pub const LIST_PAGE: u64 = 500;
@@ -347,7 +347,7 @@ pub fn decode_event<T: serde::de::DeserializeOwned>(
         "BOOKMARK" => {
             #[derive(serde::Deserialize)]
             struct Rv {
-                metadata: crate::meta::ListMeta,
+                metadata: drover_api::meta::ListMeta,
             }
             let rv: Rv = serde_json::from_slice(&e.object)?;
             WatchEvent::Bookmark(rv.metadata.resource_version)

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::{Client, ClientError};
-use crate::Resource;
-use crate::Time;
-use crate::core::{Event, EventSource};
-use crate::meta::{ObjectMeta, ObjectReference};
+use drover_api::Resource;
+use drover_api::Time;
+use drover_api::core::{Event, EventSource};
+use drover_api::meta::{ObjectMeta, ObjectReference};
 
 /// Events waiting to be written, over all workers, by default.
 pub const DEFAULT_QUEUE: usize = 4096;

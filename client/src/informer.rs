@@ -20,8 +20,8 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::{Api, ClientError, ListParams, WatchEvent};
-use crate::error::Reason;
-use crate::resource::Resource;
+use drover_api::error::Reason;
+use drover_api::resource::Resource;
 
 /// First wait after a failed list or watch.
 pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(100);

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tonic::metadata::AsciiMetadataValue;
 
-use crate::error::{Reason, Status};
-use crate::resource::KindInfo;
+use drover_api::error::{Reason, Status};
+use drover_api::resource::KindInfo;
 
 pub use config::ClientConfig;
 pub use typed::{Api, DeleteParams, ListParams, PreparedCreate, WatchEvent};
@@ -130,12 +130,12 @@ impl Client {
     }
 
     /// Typed verbs for `T` across all namespaces (or for a cluster-scoped kind).
-    pub fn all<T: crate::Resource>(&self) -> Api<T> {
+    pub fn all<T: drover_api::Resource>(&self) -> Api<T> {
         Api::new(self.clone(), None)
     }
 
     /// Typed verbs for `T` in `namespace`.
-    pub fn namespaced<T: crate::Resource>(&self, namespace: &str) -> Api<T> {
+    pub fn namespaced<T: drover_api::Resource>(&self, namespace: &str) -> Api<T> {
         Api::new(self.clone(), Some(namespace.to_string()))
     }
 
