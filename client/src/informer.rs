@@ -9,8 +9,12 @@
 //! expired version). Readers that judge time since something last changed (the node-lifecycle
 //! controller's lease renewals) use it not to mistake "I could not see it" for "it did not
 //! change".
+//!
+//! A cache may also keep **indexes** ([`Cache::add_index`]), as client-go's indexers do: named
+//! functions that file each object under some values (the node a pod is bound to, the uids of its
+//! owners), so a controller reads "the pods on node n" without scanning every pod.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -75,10 +79,70 @@ struct ViewState {
     current: AtomicBool,
 }
 
+/// What an index files an object under (none, one or several values).
+pub type IndexFn<T> = Arc<dyn Fn(&T) -> Vec<String> + Send + Sync>;
+
+/// One index: value -> keys of the objects filed under it.
+struct Index<T> {
+    name: &'static str,
+    values_of: IndexFn<T>,
+    keys: HashMap<String, HashSet<String>>,
+}
+
+impl<T> Index<T> {
+    fn file(&mut self, key: &str, obj: &T) {
+        for v in (self.values_of)(obj) {
+            self.keys.entry(v).or_default().insert(key.to_string());
+        }
+    }
+
+    fn unfile(&mut self, key: &str, obj: &T) {
+        for v in (self.values_of)(obj) {
+            if let Some(set) = self.keys.get_mut(&v) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.keys.remove(&v);
+                }
+            }
+        }
+    }
+}
+
+/// The objects and their indexes, kept together under one lock so they never disagree.
+struct Store<T> {
+    objects: HashMap<String, Arc<T>>,
+    indexes: Vec<Index<T>>,
+}
+
+impl<T> Store<T> {
+    fn insert(&mut self, key: String, new: Arc<T>) -> Option<Arc<T>> {
+        let old = self.objects.insert(key.clone(), new.clone());
+        for index in &mut self.indexes {
+            if let Some(o) = &old {
+                index.unfile(&key, o);
+            }
+            index.file(&key, &new);
+        }
+        old
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Arc<T>> {
+        let old = self.objects.remove(key)?;
+        for index in &mut self.indexes {
+            index.unfile(key, &old);
+        }
+        Some(old)
+    }
+
+    fn index(&self, name: &str) -> Option<&Index<T>> {
+        self.indexes.iter().find(|i| i.name == name)
+    }
+}
+
 /// The cached objects of one kind. Cheap to clone; readers never wait on the network.
 pub struct Cache<T> {
     // Lock order: only this lock; never held across an await or a handler call.
-    objects: Arc<RwLock<HashMap<String, Arc<T>>>>,
+    objects: Arc<RwLock<Store<T>>>,
     synced: watch::Sender<bool>,
     view: Arc<ViewState>,
 }
@@ -108,7 +172,10 @@ impl<T: Resource> Default for Cache<T> {
 impl<T: Resource> Cache<T> {
     pub fn new() -> Self {
         Cache {
-            objects: Arc::new(RwLock::new(HashMap::new())),
+            objects: Arc::new(RwLock::new(Store {
+                objects: HashMap::new(),
+                indexes: Vec::new(),
+            })),
             synced: watch::Sender::new(false),
             view: Arc::default(),
         }
@@ -136,17 +203,56 @@ impl<T: Resource> Cache<T> {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<T>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Store<T>> {
         self.objects.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<T>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Store<T>> {
         self.objects.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds the index `name`: every object, now and later, is filed under the values
+    /// `values_of` gives it. Adding a name twice replaces the first.
+    pub fn add_index(
+        &self,
+        name: &'static str,
+        values_of: impl Fn(&T) -> Vec<String> + Send + Sync + 'static,
+    ) {
+        let mut index = Index {
+            name,
+            values_of: Arc::new(values_of),
+            keys: HashMap::new(),
+        };
+        let mut store = self.write();
+        for (key, obj) in &store.objects {
+            index.file(key, obj);
+        }
+        store.indexes.retain(|i| i.name != name);
+        store.indexes.push(index);
+    }
+
+    /// The objects filed under `value` in the index `name` (none when there is no such index).
+    pub fn by_index(&self, name: &str, value: &str) -> Vec<Arc<T>> {
+        let store = self.read();
+        let Some(keys) = store.index(name).and_then(|i| i.keys.get(value)) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|k| store.objects.get(k).cloned())
+            .collect()
+    }
+
+    /// Every value of the index `name` that has at least one object filed under it.
+    pub fn index_values(&self, name: &str) -> Vec<String> {
+        self.read()
+            .index(name)
+            .map(|i| i.keys.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The object at `key` (`namespace/name` or `name`).
     pub fn get(&self, key: &str) -> Option<Arc<T>> {
-        self.read().get(key).cloned()
+        self.read().objects.get(key).cloned()
     }
 
     /// The object `name` in `namespace` ("" for cluster-scoped kinds).
@@ -160,15 +266,15 @@ impl<T: Resource> Cache<T> {
 
     /// Every cached object.
     pub fn list(&self) -> Vec<Arc<T>> {
-        self.read().values().cloned().collect()
+        self.read().objects.values().cloned().collect()
     }
 
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().objects.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
+        self.read().objects.is_empty()
     }
 
     /// Whether the first list has been loaded.
@@ -202,28 +308,33 @@ impl<T: Resource> Cache<T> {
     /// Replaces the whole content with a fresh list; returns what changed, ending with
     /// [`Change::Synced`].
     pub fn replace(&self, items: Vec<T>) -> Vec<Change<T>> {
-        let mut fresh: HashMap<String, Arc<T>> = items
+        let fresh: HashMap<String, Arc<T>> = items
             .into_iter()
             .map(|o| (object_key(&o), Arc::new(o)))
             .collect();
         let mut changes = Vec::new();
         {
-            let mut map = self.write();
-            for (key, old) in map.iter() {
-                if !fresh.contains_key(key) {
-                    changes.push(Change::Deleted(old.clone()));
+            let mut store = self.write();
+            let gone: Vec<String> = store
+                .objects
+                .keys()
+                .filter(|k| !fresh.contains_key(*k))
+                .cloned()
+                .collect();
+            for key in gone {
+                if let Some(old) = store.remove(&key) {
+                    changes.push(Change::Deleted(old));
                 }
             }
-            for (key, new) in &fresh {
-                match map.get(key) {
+            for (key, new) in fresh {
+                match store.objects.get(&key) {
                     Some(old) if old.meta().resource_version == new.meta().resource_version => {}
-                    old => changes.push(Change::Applied {
-                        old: old.cloned(),
-                        new: new.clone(),
-                    }),
+                    _ => {
+                        let old = store.insert(key, new.clone());
+                        changes.push(Change::Applied { old, new });
+                    }
                 }
             }
-            std::mem::swap(&mut *map, &mut fresh);
         }
         changes.push(Change::Synced);
         // A relist is a new view even when the watch never looked broken.
@@ -383,4 +494,72 @@ enum WatchEnd {
     Expired,
     Closed,
     Failed(Box<ClientError>),
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_api::core::Pod;
+
+    use super::*;
+
+    fn pod(name: &str, node: &str, rv: &str) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.namespace = "ns".into();
+        p.metadata.name = name.into();
+        p.metadata.resource_version = rv.into();
+        p.spec.node_name = node.into();
+        p
+    }
+
+    fn names(mut pods: Vec<Arc<Pod>>) -> Vec<String> {
+        pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        pods.iter().map(|p| p.metadata.name.clone()).collect()
+    }
+
+    fn by_node(p: &Pod) -> Vec<String> {
+        if p.spec.node_name.is_empty() {
+            Vec::new()
+        } else {
+            vec![p.spec.node_name.clone()]
+        }
+    }
+
+    /// The index follows every way an object enters, moves and leaves the cache, and agrees
+    /// with a scan of the whole cache at each step.
+    #[test]
+    fn an_index_follows_adds_moves_deletes_and_relists() {
+        let cache = Cache::<Pod>::new();
+        cache.apply(WatchEvent::Added(pod("a", "n1", "1")));
+        // Added after objects exist: files them too.
+        cache.add_index("node", by_node);
+        let check = |cache: &Cache<Pod>| {
+            for node in ["n1", "n2", "n3"] {
+                let scan: Vec<Arc<Pod>> = cache
+                    .list()
+                    .into_iter()
+                    .filter(|p| p.spec.node_name == node)
+                    .collect();
+                assert_eq!(names(cache.by_index("node", node)), names(scan), "{node}");
+            }
+        };
+        check(&cache);
+        cache.apply(WatchEvent::Added(pod("b", "", "2")));
+        cache.apply(WatchEvent::Modified(pod("b", "n2", "3")));
+        cache.apply(WatchEvent::Added(pod("c", "n2", "4")));
+        check(&cache);
+        assert_eq!(names(cache.by_index("node", "n2")), ["b", "c"]);
+        // A move leaves nothing behind under the old value.
+        cache.apply(WatchEvent::Modified(pod("a", "n3", "5")));
+        check(&cache);
+        assert!(cache.by_index("node", "n1").is_empty());
+        cache.apply(WatchEvent::Deleted(pod("c", "n2", "4")));
+        check(&cache);
+        // A relist that drops b and moves a.
+        cache.replace(vec![pod("a", "n1", "6"), pod("d", "n2", "7")]);
+        check(&cache);
+        let mut values = cache.index_values("node");
+        values.sort();
+        assert_eq!(values, ["n1", "n2"]);
+        assert!(cache.by_index("missing", "n1").is_empty());
+    }
 }

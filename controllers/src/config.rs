@@ -29,7 +29,7 @@ pub const DEFAULT_SECONDARY_NODE_EVICTION_RATE: f64 = 0.01;
 pub const DEFAULT_UNHEALTHY_ZONE_THRESHOLD: f64 = 0.55;
 /// Finished pods kept before the oldest are deleted (Kubernetes: 12500).
 pub const DEFAULT_TERMINATED_POD_GC_THRESHOLD: usize = 12500;
-/// How often the garbage collectors sweep.
+/// How often the pod garbage collector sweeps (the owner-reference collector reacts to changes).
 pub const DEFAULT_GC_PERIOD: Duration = Duration::from_secs(20);
 /// How long a pod's node must stay missing before the pod is collected as orphaned (Kubernetes'
 /// PodGC `quarantineTime`): a node deleted and registered again within it keeps its pods.

@@ -9,25 +9,30 @@
 //!   dependent, then the finalizer removed.
 //!
 //! Owners and dependents are the kinds the controllers cache: Jobs and PodGroups own; pods and
-//! PodGroups depend. A sweep runs after changes (debounced) and every `gc_period`.
+//! PodGroups depend. It runs on the controller runtime, one key per object (`Kind/namespace/name`,
+//! see [`key`]): an object is queued when it becomes a dependent or changes owners, when an owner
+//! starts or finishes being deleted, when one of its dependents goes, and — the dependents, found
+//! through the caches' owner-uid index — when an owner is deleted.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use drover_api::Resource;
 use drover_api::batch::Job;
-use drover_api::core::Pod;
+use drover_api::core::{Node, Pod};
 use drover_api::meta::{ObjectMeta, OwnerReference};
 use drover_api::scheduling::PodGroup;
+use drover_client::informer::Change;
 use drover_client::{Client, ClientError, DeleteParams};
-use tokio::sync::Notify;
 
-use crate::runtime::{Caches, Stop};
+use crate::runtime::{Action, Caches, QueueHandle, Reconciler};
 
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 pub const ORPHAN_FINALIZER: &str = "orphan";
-/// Changes are gathered this long before a sweep.
-pub const SWEEP_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The work-queue key of an object: `Kind/namespace/name`.
+pub fn key(kind: &str, meta: &ObjectMeta) -> String {
+    format!("{kind}/{}/{}", meta.namespace, meta.name)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -37,15 +42,15 @@ pub enum GcError {
         namespace: String,
         name: String,
         #[source]
-        source: ClientError,
+        source: Box<ClientError>,
     },
+    #[error("garbage collector key {0:?} is not Kind/namespace/name of a Job, PodGroup or Pod")]
+    Key(Box<str>),
 }
 
 pub struct GarbageCollector {
     client: Client,
     caches: Arc<Caches>,
-    period: Duration,
-    wake: Arc<Notify>,
 }
 
 /// A dependent of any cached kind.
@@ -83,7 +88,7 @@ impl Dependent {
             kind: self.info().kind,
             namespace: m.namespace.clone(),
             name: m.name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 }
@@ -93,97 +98,133 @@ fn gc_err<T: Resource>(meta: &ObjectMeta) -> impl Fn(ClientError) -> GcError + '
         kind: T::KIND,
         namespace: meta.namespace.clone(),
         name: meta.name.clone(),
-        source,
+        source: Box::new(source),
     }
 }
 
+/// Queues the dependents of `uid` (a deleted owner: they may be orphans now).
+fn queue_dependents(caches: &Caches, q: &QueueHandle, uid: &str) {
+    for p in caches.pods_owned_by(uid) {
+        q.add(key(Pod::KIND, &p.metadata));
+    }
+    for g in caches.pod_groups_owned_by(uid) {
+        q.add(key(PodGroup::KIND, &g.metadata));
+    }
+}
+
+/// Queues the owners of a deleted dependent this collector reconciles (one waiting on its
+/// dependents in foreground deletion may be done now).
+fn queue_owners(q: &QueueHandle, meta: &ObjectMeta) {
+    for o in &meta.owner_references {
+        if o.kind == Job::KIND || o.kind == PodGroup::KIND {
+            q.add(format!("{}/{}/{}", o.kind, meta.namespace, o.name));
+        }
+    }
+}
+
+/// Whether a dependent's change may change what the collector decides about it: it is new, or
+/// its owners changed. (Owners going away queue their dependents themselves.)
+fn owners_changed(old: Option<&ObjectMeta>, new: &ObjectMeta) -> bool {
+    !new.owner_references.is_empty()
+        && old.is_none_or(|o| o.owner_references != new.owner_references)
+}
+
 impl GarbageCollector {
-    pub fn new(client: Client, caches: Arc<Caches>, period: Duration) -> Self {
-        let wake = Arc::new(Notify::new());
-        let w = wake.clone();
-        caches.jobs.changes.subscribe(move |_| w.notify_one());
-        let w = wake.clone();
-        caches.pod_groups.changes.subscribe(move |_| w.notify_one());
-        let w = wake.clone();
-        caches.pods.changes.subscribe(move |c| {
-            if c.object()
-                .is_some_and(|p| !p.metadata.owner_references.is_empty())
-            {
-                w.notify_one();
-            }
-        });
-        GarbageCollector {
-            client,
-            caches,
-            period,
-            wake,
-        }
+    pub fn new(client: Client, caches: Arc<Caches>) -> Self {
+        GarbageCollector { client, caches }
     }
 
-    pub async fn run(self, stop: Stop) {
-        loop {
-            tokio::select! {
-                _ = stop.wait() => return,
-                _ = self.wake.notified() => tokio::time::sleep(SWEEP_DEBOUNCE).await,
-                _ = tokio::time::sleep(self.period) => {}
-            }
-            if let Err(e) = self.sweep().await {
-                tracing::warn!(error = %e, "garbage collection sweep failed");
-            }
-        }
+    /// Subscribes to the caches; see the module documentation for what queues what.
+    pub fn watch(&self, queue: &QueueHandle) {
+        let (q, caches) = (queue.clone(), self.caches.clone());
+        self.caches
+            .jobs
+            .changes
+            .subscribe(move |c: &Change<Job>| match c {
+                Change::Applied { new, .. } if new.metadata.deletion_timestamp.is_some() => {
+                    q.add(key(Job::KIND, &new.metadata));
+                }
+                Change::Deleted(j) => queue_dependents(&caches, &q, &j.metadata.uid),
+                _ => {}
+            });
+        let (q, caches) = (queue.clone(), self.caches.clone());
+        self.caches
+            .pod_groups
+            .changes
+            .subscribe(move |c: &Change<PodGroup>| match c {
+                Change::Applied { old, new } => {
+                    if new.metadata.deletion_timestamp.is_some()
+                        || owners_changed(old.as_ref().map(|o| &o.metadata), &new.metadata)
+                    {
+                        q.add(key(PodGroup::KIND, &new.metadata));
+                    }
+                }
+                Change::Deleted(g) => {
+                    queue_dependents(&caches, &q, &g.metadata.uid);
+                    queue_owners(&q, &g.metadata);
+                }
+                Change::Synced => {}
+            });
+        let (q, caches) = (queue.clone(), self.caches.clone());
+        self.caches
+            .pods
+            .changes
+            .subscribe(move |c: &Change<Pod>| match c {
+                Change::Applied { old, new } => {
+                    if owners_changed(old.as_ref().map(|o| &o.metadata), &new.metadata) {
+                        q.add(key(Pod::KIND, &new.metadata));
+                    }
+                }
+                Change::Deleted(p) => {
+                    queue_dependents(&caches, &q, &p.metadata.uid);
+                    queue_owners(&q, &p.metadata);
+                }
+                Change::Synced => {}
+            });
+        let (q, caches) = (queue.clone(), self.caches.clone());
+        self.caches
+            .nodes
+            .changes
+            .subscribe(move |c: &Change<Node>| {
+                if let Change::Deleted(n) = c {
+                    queue_dependents(&caches, &q, &n.metadata.uid);
+                }
+            });
     }
 
-    fn dependents(&self) -> Vec<Dependent> {
+    /// The cached dependents of `owner` (same namespace, an owner reference to its uid).
+    fn dependents_of(&self, owner: &ObjectMeta) -> Vec<Dependent> {
+        let same_ns = |m: &ObjectMeta| m.namespace == owner.namespace;
         let mut out: Vec<Dependent> = self
             .caches
-            .pods
-            .cache
-            .list()
+            .pods_owned_by(&owner.uid)
             .into_iter()
+            .filter(|p| same_ns(&p.metadata))
             .map(Dependent::Pod)
             .collect();
         out.extend(
             self.caches
-                .pod_groups
-                .cache
-                .list()
+                .pod_groups_owned_by(&owner.uid)
                 .into_iter()
+                .filter(|g| same_ns(&g.metadata))
                 .map(Dependent::PodGroup),
         );
-        out.retain(|d| !d.meta().owner_references.is_empty());
         out
     }
 
-    /// One pass: propagate owners being deleted, then remove orphans.
-    pub async fn sweep(&self) -> Result<(), GcError> {
-        let deps = self.dependents();
-        for job in self.caches.jobs.cache.list() {
-            if job.metadata.deletion_timestamp.is_some() {
-                self.propagate::<Job>(&job, &deps).await?;
+    /// Deletes a dependent whose owners are all gone.
+    async fn collect_if_orphaned(&self, d: &Dependent) -> Result<(), GcError> {
+        let m = d.meta();
+        if m.owner_references.is_empty() || m.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        for o in &m.owner_references {
+            if self.owner_exists(&m.namespace, o).await? {
+                return Ok(());
             }
         }
-        for pg in self.caches.pod_groups.cache.list() {
-            if pg.metadata.deletion_timestamp.is_some() {
-                self.propagate::<PodGroup>(&pg, &deps).await?;
-            }
-        }
-        for d in &deps {
-            if d.meta().deletion_timestamp.is_some() {
-                continue;
-            }
-            let mut alive = false;
-            for o in &d.meta().owner_references {
-                if self.owner_exists(&d.meta().namespace, o).await? {
-                    alive = true;
-                    break;
-                }
-            }
-            if !alive {
-                tracing::info!(dependent = %d.meta().name, "owners gone; deleting dependent");
-                self.delete_dependent(d, "Background").await?;
-            }
-        }
-        Ok(())
+        tracing::info!(dependent = %m.name, "owners gone; deleting dependent");
+        self.delete_dependent(d, "Background").await
     }
 
     /// Whether the owner still exists (cache first, then a live read).
@@ -253,12 +294,10 @@ impl GarbageCollector {
         Ok(live.as_deref() == Some(o.uid.as_str()))
     }
 
-    async fn propagate<T: Resource>(&self, owner: &T, deps: &[Dependent]) -> Result<(), GcError> {
+    /// An owner being deleted: orphan or delete its dependents as its finalizer asks.
+    async fn propagate<T: Resource>(&self, owner: &T) -> Result<(), GcError> {
         let m = owner.meta();
-        let mine: Vec<&Dependent> = deps
-            .iter()
-            .filter(|d| d.meta().namespace == m.namespace && d.meta().is_owned_by(&m.uid))
-            .collect();
+        let mine = self.dependents_of(m);
         let finalizers = &m.finalizers;
         if finalizers.iter().any(|f| f == ORPHAN_FINALIZER) {
             for d in &mine {
@@ -346,5 +385,45 @@ impl GarbageCollector {
             Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
             Err(e) => Err(gc_err::<T>(m)(e)),
         }
+    }
+}
+
+impl Reconciler for GarbageCollector {
+    const NAME: &'static str = "garbage-collector";
+    type Error = GcError;
+
+    async fn reconcile(&self, key: &str) -> Result<Action, GcError> {
+        let Some((kind, at)) = key.split_once('/') else {
+            return Err(GcError::Key(key.into()));
+        };
+        match kind {
+            "Job" => {
+                if let Some(job) = self.caches.jobs.cache.get(at)
+                    && job.metadata.deletion_timestamp.is_some()
+                {
+                    self.propagate::<Job>(&job).await?;
+                }
+            }
+            "PodGroup" => {
+                if let Some(pg) = self.caches.pod_groups.cache.get(at) {
+                    if pg.metadata.deletion_timestamp.is_some() {
+                        self.propagate::<PodGroup>(&pg).await?;
+                    }
+                    self.collect_if_orphaned(&Dependent::PodGroup(pg)).await?;
+                }
+            }
+            "Pod" => {
+                if let Some(p) = self.caches.pods.cache.get(at) {
+                    self.collect_if_orphaned(&Dependent::Pod(p)).await?;
+                }
+            }
+            _ => return Err(GcError::Key(key.into())),
+        }
+        Ok(Action::AwaitChange)
+    }
+
+    fn error_policy(&self, _key: &str, error: &GcError) -> Option<Action> {
+        // A malformed key never gets better; API errors retry with the queue's backoff.
+        matches!(error, GcError::Key(_)).then_some(Action::AwaitChange)
     }
 }

@@ -1,7 +1,8 @@
 //! Drover's controller manager: the loops that move the cluster towards what its objects ask for.
 //!
-//! - [`runtime`]: the shared machinery — informer caches shared by all controllers, a
-//!   de-duplicating work queue with bounded concurrency and backoff, the reconcile driver.
+//! - [`runtime`]: the shared machinery — informer caches shared by all controllers (with indexes:
+//!   pods by node, by owner, by gang, finished), a de-duplicating work queue with bounded
+//!   concurrency and backoff, the reconcile driver. Every controller below runs on it.
 //! - [`job`]: batch/v1 Jobs, and gang Jobs for distributed training ([`job::gang`]).
 //! - [`podgroup`]: gang phases and member counts.
 //! - [`node_lifecycle`]: unreachable nodes, `NodeLost` evictions ([`eviction`] rate limits),
@@ -106,7 +107,9 @@ async fn run_controllers(config: ControllersConfig, client: Client, clock: Clock
         podgroup::PodGroupController::new(client.clone(), caches.clone(), clock, recorder.clone());
     let group_queue = queue();
     groups.watch(&group_queue);
-    let gc = gc::GarbageCollector::new(client.clone(), caches.clone(), config.gc_period);
+    let gc = gc::GarbageCollector::new(client.clone(), caches.clone());
+    let gc_queue = queue();
+    gc.watch(&gc_queue);
     let pod_gc = pod_gc::PodGc::new(
         client.clone(),
         caches.clone(),
@@ -116,6 +119,8 @@ async fn run_controllers(config: ControllersConfig, client: Client, clock: Clock
         config.orphaned_pod_quarantine,
         recorder.clone(),
     );
+    let pod_gc_queue = queue();
+    pod_gc.watch(&pod_gc_queue);
     let nodes = node_lifecycle::NodeLifecycle::new(
         client.clone(),
         caches.clone(),
@@ -123,6 +128,8 @@ async fn run_controllers(config: ControllersConfig, client: Client, clock: Clock
         recorder,
         config.clone(),
     );
+    let node_queue = queue();
+    nodes.watch(&node_queue);
 
     caches.start(&stop);
     tokio::select! {
@@ -134,8 +141,8 @@ async fn run_controllers(config: ControllersConfig, client: Client, clock: Clock
     let mut set = JoinSet::new();
     set.spawn(Controller::new(jobs, job_queue).run(stop.wait()));
     set.spawn(Controller::new(groups, group_queue).run(stop.wait()));
-    set.spawn(gc.run(stop.clone()));
-    set.spawn(pod_gc.run(stop.clone()));
-    set.spawn(nodes.run(stop.clone()));
+    set.spawn(Controller::new(gc, gc_queue).run(stop.wait()));
+    set.spawn(Controller::new(pod_gc, pod_gc_queue).run(stop.wait()));
+    set.spawn(Controller::new(nodes, node_queue).run(stop.wait()));
     while set.join_next().await.is_some() {}
 }

@@ -12,26 +12,30 @@
 //! again (the informer relisted or resumed after a failure: [`View::generation`]), every node
 //! gets a fresh grace period counted from then. An API outage longer than the grace period
 //! therefore taints no healthy node: agents could not renew either, and they get the grace
-//! period to do so once the API is back. This is a
-//! periodic monitor (every `node_monitor_period`), not a per-key reconcile: evictions share one
-//! rate limit across nodes.
+//! period to do so once the API is back.
+//!
+//! It runs on the controller runtime, one key per node: a node is reconciled when it or its
+//! Lease changes, when its grace period would run out, and every `node_monitor_period` while it
+//! is lost or the lease view is not current. Evictions share one rate limit per zone across
+//! nodes ([`ZoneLimiter`]); the zone counts it needs are kept as nodes are judged, never by
+//! scanning every node. A node's pods come from the pod cache's by-node index.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use drover_api::coordination::Lease;
 use drover_api::core::{NODE_READY, Node, Pod, Taint, taint_effect};
 use drover_api::meta::{Condition, set_condition};
-use drover_client::informer::View;
+use drover_client::informer::{Change, View};
 use drover_client::{Client, ClientError};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::ControllersConfig;
 use crate::events::{Recorder, reason};
 use crate::eviction::{ZONE_LABEL, ZoneLimiter};
-use crate::runtime::{Caches, Stop};
+use crate::runtime::{Action, Caches, QueueHandle, Reconciler};
 
 /// The taint of a node whose agent cannot be reached.
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
@@ -55,21 +59,87 @@ struct Health {
     /// The lease renewal last seen, and when it was seen.
     renew: Option<String>,
     seen_at: Instant,
+    /// The lease view's generation when `seen_at` was set.
+    generation: u64,
     /// Admitted to eviction by the rate limiter.
     admitted: bool,
+    /// The node's zone and whether it was lost, as last judged (for the zone counts).
+    zone: String,
+    lost: bool,
+    /// Whether `zone`/`lost` are in the zone counts yet.
+    counted: bool,
 }
 
-/// The node lifecycle monitor; owns its state.
+/// What the monitor remembers about every node, behind one lock.
+#[derive(Debug)]
+struct Monitor {
+    health: HashMap<String, Health>,
+    /// Per zone: nodes judged, and how many of them lost.
+    zones: HashMap<String, (usize, usize)>,
+    limiter: ZoneLimiter,
+    /// The lease cache's view at the last judgement.
+    lease_view: Option<View>,
+}
+
+impl Monitor {
+    fn count(&mut self, zone: &str, lost: bool, add: bool) {
+        let e = self.zones.entry(zone.to_string()).or_default();
+        if add {
+            e.0 += 1;
+            e.1 += usize::from(lost);
+        } else {
+            e.0 = e.0.saturating_sub(1);
+            e.1 = e.1.saturating_sub(usize::from(lost));
+        }
+        if e.0 == 0 {
+            self.zones.remove(zone);
+        }
+    }
+
+    /// Records a node's zone and lost state, keeping the zone counts.
+    fn set(&mut self, name: &str, zone: &str, lost: bool) {
+        let Some(h) = self.health.get_mut(name) else {
+            return;
+        };
+        let old_zone = std::mem::replace(&mut h.zone, zone.to_string());
+        let (old_lost, counted) = (h.lost, h.counted);
+        h.lost = lost;
+        h.counted = true;
+        if counted {
+            self.count(&old_zone, old_lost, false);
+        }
+        self.count(zone, lost, true);
+    }
+
+    fn forget(&mut self, name: &str) {
+        if let Some(h) = self.health.remove(name)
+            && h.counted
+        {
+            self.count(&h.zone, h.lost, false);
+        }
+    }
+}
+
+/// The judgement of one node's lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Seen renewed within the grace period; the period runs out after this long.
+    Renewed(Duration),
+    /// The lease view is not current (or just became current again): a fresh grace period.
+    Blind,
+    /// Not seen renewed for the grace period.
+    Lost,
+}
+
+/// The node lifecycle monitor.
 pub struct NodeLifecycle {
     client: Client,
     caches: Arc<Caches>,
     clock: Clock,
     events: Recorder,
     cfg: ControllersConfig,
-    health: HashMap<String, Health>,
-    limiter: ZoneLimiter,
-    /// The lease cache's view at the last pass.
-    lease_view: Option<View>,
+    // Lock order: only this lock, never held across an await.
+    monitor: Mutex<Monitor>,
 }
 
 /// How long `pod` stays on a node tainted `taint`: its own `tolerationSeconds`, forever when it
@@ -115,24 +185,39 @@ impl NodeLifecycle {
             clock,
             events,
             cfg,
-            health: HashMap::new(),
-            limiter,
-            lease_view: None,
+            monitor: Mutex::new(Monitor {
+                health: HashMap::new(),
+                zones: HashMap::new(),
+                limiter,
+                lease_view: None,
+            }),
         }
     }
 
-    /// Monitors until `stop`.
-    pub async fn run(mut self, stop: Stop) {
-        let period = self.cfg.node_monitor_period;
-        loop {
-            self.pass()
-                .instrument(tracing::debug_span!("node_lifecycle"))
-                .await;
-            tokio::select! {
-                _ = stop.wait() => return,
-                _ = tokio::time::sleep(period) => {}
-            }
-        }
+    /// Queues a node when it or its lease changes.
+    pub fn watch(&self, queue: &QueueHandle) {
+        let q = queue.clone();
+        self.caches
+            .nodes
+            .changes
+            .subscribe(move |c: &Change<Node>| {
+                if let Some(n) = c.object() {
+                    q.add(&n.metadata.name);
+                }
+            });
+        let q = queue.clone();
+        self.caches
+            .node_leases
+            .changes
+            .subscribe(move |c: &Change<Lease>| {
+                if let Some(l) = c.object() {
+                    q.add(&l.metadata.name);
+                }
+            });
+    }
+
+    fn monitor(&self) -> std::sync::MutexGuard<'_, Monitor> {
+        self.monitor.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lease_renewal(&self, node: &str) -> Option<String> {
@@ -147,77 +232,83 @@ impl NodeLifecycle {
         ))
     }
 
-    /// Updates every node's last-seen renewal from the lease cache; returns the names of the
-    /// nodes whose lease has not been seen renewed for the grace period.
-    pub fn judge(&mut self, nodes: &[Arc<Node>], now: Instant) -> Vec<String> {
-        self.health
-            .retain(|n, _| nodes.iter().any(|x| &x.metadata.name == n));
+    /// Judges `node`'s lease at `now`: updates when it was last seen renewed (from the lease
+    /// cache) and says whether the grace period has run out.
+    pub fn judge(&self, node: &str, now: Instant) -> Verdict {
+        let renew = self.lease_renewal(node);
         let view = self.caches.node_leases.cache.view();
-        // Renewals made while the watch was broken were not seen when they happened: start
-        // every node's grace period again from now, while broken and once current again.
-        let blind = !view.current || self.lease_view != Some(view);
-        if blind && self.lease_view.is_some() {
-            tracing::info!(
-                ?view,
-                "lease view was not current; every node gets a fresh grace period"
-            );
-        }
-        self.lease_view = Some(view);
-        let mut lost = Vec::new();
-        for node in nodes {
-            let name = &node.metadata.name;
-            let renew = self.lease_renewal(name);
-            let h = self.health.entry(name.clone()).or_insert(Health {
-                renew: renew.clone(),
-                seen_at: now,
-                admitted: false,
-            });
-            if h.renew != renew || blind {
-                h.renew = renew;
-                h.seen_at = now;
+        let mut m = self.monitor();
+        if m.lease_view != Some(view) {
+            if m.lease_view.is_some() {
+                tracing::info!(
+                    ?view,
+                    "lease view changed; every node gets a fresh grace period"
+                );
             }
-            if now.saturating_duration_since(h.seen_at) >= self.cfg.node_monitor_grace_period {
-                lost.push(name.clone());
-            }
+            m.lease_view = Some(view);
         }
-        lost
+        let h = m.health.entry(node.to_string()).or_insert(Health {
+            renew: renew.clone(),
+            seen_at: now,
+            generation: view.generation,
+            admitted: false,
+            zone: String::new(),
+            lost: false,
+            counted: false,
+        });
+        // Renewals made while the watch was broken were not seen when they happened: start the
+        // grace period again from now, while broken and once current again.
+        if !view.current || h.generation != view.generation {
+            h.renew = renew;
+            h.seen_at = now;
+            h.generation = view.generation;
+            return Verdict::Blind;
+        }
+        if h.renew != renew {
+            h.renew = renew;
+            h.seen_at = now;
+        }
+        let since = now.saturating_duration_since(h.seen_at);
+        match self.cfg.node_monitor_grace_period.checked_sub(since) {
+            Some(left) if !left.is_zero() => Verdict::Renewed(left),
+            _ => Verdict::Lost,
+        }
     }
 
-    /// One monitoring pass over every node.
-    pub async fn pass(&mut self) {
-        let now = Instant::now();
-        let nodes = self.caches.nodes.cache.list();
-        let lost_nodes = self.judge(&nodes, now);
-        let mut zones: HashMap<String, (usize, usize)> = HashMap::new();
-        let mut unhealthy = Vec::new();
-        for node in &nodes {
-            let lost = lost_nodes.contains(&node.metadata.name);
-            let zone = node
-                .metadata
-                .labels
-                .get(ZONE_LABEL)
-                .cloned()
-                .unwrap_or_default();
-            let e = zones.entry(zone).or_default();
-            e.0 += 1;
-            if lost {
-                e.1 += 1;
-                unhealthy.push(node.clone());
-            } else {
-                if let Some(h) = self.health.get_mut(&node.metadata.name) {
-                    h.admitted = false;
-                }
-                if let Err(e) = self.mark_reachable(node).await {
-                    tracing::warn!(error = %e, "cannot clear the unreachable taint");
-                }
+    /// Judges one node and acts on it: untaints it when renewed, taints and (rate limited)
+    /// evicts its pods when lost, fails the pods on its failed devices either way. Returns when
+    /// to look again.
+    async fn reconcile_node(&self, node: &Node, now: Instant) -> Action {
+        let name = &node.metadata.name;
+        let verdict = self.judge(name, now);
+        let lost = verdict == Verdict::Lost;
+        let zone = node
+            .metadata
+            .labels
+            .get(ZONE_LABEL)
+            .cloned()
+            .unwrap_or_default();
+        {
+            let mut m = self.monitor();
+            m.set(name, &zone, lost);
+            let zones = m.zones.clone();
+            m.limiter.update(&zones, now);
+            if !lost && let Some(h) = m.health.get_mut(name) {
+                h.admitted = false;
             }
-            self.fail_pods_on_failed_devices(node).await;
         }
-        self.limiter.update(&zones, now);
-        for node in unhealthy {
-            if let Err(e) = self.handle_unreachable(&node, now).await {
+        if lost {
+            if let Err(e) = self.handle_unreachable(node, &zone, now).await {
                 tracing::warn!(error = %e, "cannot handle unreachable node");
             }
+        } else if let Err(e) = self.mark_reachable(node).await {
+            tracing::warn!(error = %e, "cannot clear the unreachable taint");
+        }
+        self.fail_pods_on_failed_devices(node).await;
+        match verdict {
+            // A little past the deadline, so the next look finds it run out.
+            Verdict::Renewed(left) => Action::RequeueAfter(left + Duration::from_millis(10)),
+            Verdict::Blind | Verdict::Lost => Action::RequeueAfter(self.cfg.node_monitor_period),
         }
     }
 
@@ -250,8 +341,9 @@ impl NodeLifecycle {
     }
 
     async fn handle_unreachable(
-        &mut self,
+        &self,
         node: &Node,
+        zone: &str,
         now: Instant,
     ) -> Result<(), NodeLifecycleError> {
         let name = node.metadata.name.clone();
@@ -267,11 +359,9 @@ impl NodeLifecycle {
         let added = taint.time_added.unwrap_or_else(|| self.clock.now());
         let pods: Vec<Arc<Pod>> = self
             .caches
-            .pods
-            .cache
-            .list()
+            .pods_on(&name)
             .into_iter()
-            .filter(|p| p.spec.node_name == name && !p.is_terminal())
+            .filter(|p| !p.is_terminal())
             .collect();
         let due: Vec<&Arc<Pod>> = pods
             .iter()
@@ -285,20 +375,17 @@ impl NodeLifecycle {
         if due.is_empty() {
             return Ok(());
         }
-        let zone = node
-            .metadata
-            .labels
-            .get(ZONE_LABEL)
-            .cloned()
-            .unwrap_or_default();
-        let admitted = self.health.get(&name).is_some_and(|h| h.admitted);
-        if !admitted {
-            if !self.limiter.admit(&zone, now) {
-                tracing::info!(node = %name, zone = %zone, state = ?self.limiter.state(&zone), "eviction rate-limited");
-                return Ok(());
-            }
-            if let Some(h) = self.health.get_mut(&name) {
-                h.admitted = true;
+        {
+            let mut m = self.monitor();
+            let admitted = m.health.get(&name).is_some_and(|h| h.admitted);
+            if !admitted {
+                if !m.limiter.admit(zone, now) {
+                    tracing::info!(node = %name, zone = %zone, state = ?m.limiter.state(zone), "eviction rate-limited");
+                    return Ok(());
+                }
+                if let Some(h) = m.health.get_mut(&name) {
+                    h.admitted = true;
+                }
             }
         }
         for p in due {
@@ -369,15 +456,9 @@ impl NodeLifecycle {
         }
         let pods: Vec<Arc<Pod>> = self
             .caches
-            .pods
-            .cache
-            .list()
+            .pods_on(&node.metadata.name)
             .into_iter()
-            .filter(|p| {
-                p.spec.node_name == node.metadata.name
-                    && !p.is_terminal()
-                    && p.metadata.deletion_timestamp.is_none()
-            })
+            .filter(|p| !p.is_terminal() && p.metadata.deletion_timestamp.is_none())
             .collect();
         for p in pods {
             let hit = p
@@ -398,6 +479,20 @@ impl NodeLifecycle {
                 self.fail_pod(&p, DEVICE_FAILED, &msg).await;
             }
         }
+    }
+}
+
+impl Reconciler for NodeLifecycle {
+    const NAME: &'static str = "node-lifecycle";
+    type Error = std::convert::Infallible;
+
+    async fn reconcile(&self, key: &str) -> Result<Action, Self::Error> {
+        let Some(node) = self.caches.nodes.cache.get(key) else {
+            // Deleted: nothing to watch any more (its pods are PodGC's orphans).
+            self.monitor().forget(key);
+            return Ok(Action::AwaitChange);
+        };
+        Ok(self.reconcile_node(&node, Instant::now()).await)
     }
 }
 
@@ -449,43 +544,76 @@ mod tests {
         (m, caches, nodes)
     }
 
+    /// The nodes judged lost at `now`, as the runtime would judge each of them.
+    fn lost(m: &NodeLifecycle, nodes: &[Arc<Node>], now: Instant) -> Vec<String> {
+        nodes
+            .iter()
+            .filter(|n| m.judge(&n.metadata.name, now) == Verdict::Lost)
+            .map(|n| n.metadata.name.clone())
+            .collect()
+    }
+
+    /// Zone counts follow nodes as they are judged, move zones, are lost and are forgotten.
+    #[tokio::test(start_paused = true)]
+    async fn zone_counts_follow_nodes() {
+        let (m, _caches, _nodes) = monitor();
+        let now = Instant::now();
+        for n in ["a", "b", "c"] {
+            m.judge(n, now);
+        }
+        let mut mon = m.monitor();
+        mon.set("a", "z1", false);
+        mon.set("b", "z1", false);
+        mon.set("c", "z2", false);
+        assert_eq!(mon.zones.get("z1"), Some(&(2, 0)));
+        mon.set("b", "z1", true);
+        mon.set("b", "z1", true);
+        assert_eq!(mon.zones.get("z1"), Some(&(2, 1)));
+        mon.set("c", "z1", true);
+        assert_eq!(mon.zones.get("z1"), Some(&(3, 2)));
+        assert_eq!(mon.zones.get("z2"), None);
+        mon.forget("b");
+        mon.forget("b");
+        assert_eq!(mon.zones.get("z1"), Some(&(2, 1)));
+    }
+
     fn secs(s: u64) -> std::time::Duration {
         std::time::Duration::from_secs(s)
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_lease_not_renewed_for_the_grace_period_is_lost() {
-        let (mut m, caches, nodes) = monitor();
-        assert!(m.judge(&nodes, Instant::now()).is_empty());
+        let (m, caches, nodes) = monitor();
+        assert!(lost(&m, &nodes, Instant::now()).is_empty());
         tokio::time::advance(GRACE - secs(1)).await;
         caches
             .node_leases
             .cache
             .apply(drover_client::WatchEvent::Modified(lease("n2", "2")));
-        assert!(m.judge(&nodes, Instant::now()).is_empty());
+        assert!(lost(&m, &nodes, Instant::now()).is_empty());
         tokio::time::advance(secs(2)).await;
-        assert_eq!(m.judge(&nodes, Instant::now()), ["n1"]);
+        assert_eq!(lost(&m, &nodes, Instant::now()), ["n1"]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_outage_longer_than_the_grace_period_loses_no_node() {
-        let (mut m, caches, nodes) = monitor();
-        assert!(m.judge(&nodes, Instant::now()).is_empty());
+        let (m, caches, nodes) = monitor();
+        assert!(lost(&m, &nodes, Instant::now()).is_empty());
         // The API goes away: the lease watch breaks, nobody renews, passes go on.
         caches.node_leases.cache.mark_broken();
         for _ in 0..4 {
             tokio::time::advance(GRACE / 2).await;
             assert!(
-                m.judge(&nodes, Instant::now()).is_empty(),
+                lost(&m, &nodes, Instant::now()).is_empty(),
                 "judged while blind"
             );
         }
         // The watch resumes; the agents need a moment to renew.
         caches.node_leases.cache.mark_current();
-        assert!(m.judge(&nodes, Instant::now()).is_empty());
+        assert!(lost(&m, &nodes, Instant::now()).is_empty());
         tokio::time::advance(GRACE - secs(1)).await;
         assert!(
-            m.judge(&nodes, Instant::now()).is_empty(),
+            lost(&m, &nodes, Instant::now()).is_empty(),
             "the grace period restarts at the resync"
         );
         caches
@@ -494,19 +622,19 @@ mod tests {
             .apply(drover_client::WatchEvent::Modified(lease("n1", "2")));
         tokio::time::advance(secs(2)).await;
         // n2's agent never came back: it is lost a grace period after the view was current.
-        assert_eq!(m.judge(&nodes, Instant::now()), ["n2"]);
+        assert_eq!(lost(&m, &nodes, Instant::now()), ["n2"]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_relist_gives_every_node_a_fresh_grace_period() {
-        let (mut m, caches, nodes) = monitor();
-        assert!(m.judge(&nodes, Instant::now()).is_empty());
+        let (m, caches, nodes) = monitor();
+        assert!(lost(&m, &nodes, Instant::now()).is_empty());
         // The watch's version expired behind the scenes; the informer listed again.
         tokio::time::advance(GRACE + secs(5)).await;
         caches
             .node_leases
             .cache
             .replace(vec![lease("n1", "1"), lease("n2", "1")]);
-        assert!(m.judge(&nodes, Instant::now()).is_empty());
+        assert!(lost(&m, &nodes, Instant::now()).is_empty());
     }
 }

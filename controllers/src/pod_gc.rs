@@ -12,19 +12,35 @@
 //!   `NodeLost` (so its Job counts and replaces it), then deleted with grace 0; a finished pod is
 //!   deleted with grace 0 at once. Each gets an event ([`crate::pod_failure`], the path the
 //!   node-lifecycle controller fails pods on too).
+//!
+//! It runs on the controller runtime with two keys, one per sweep ([`ORPHANED`], [`FINISHED`]):
+//! each sweep runs at start and then every period; a node leaving the cache brings the orphan
+//! sweep forward. Both read the pod cache's indexes (pods by node, finished pods), never the
+//! whole cache.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drover_api::core::{Node, Pod};
+use drover_client::informer::Change;
 use drover_client::{Client, DeleteParams};
 use tokio::time::Instant;
 
 use crate::events::Recorder;
 use crate::job::pods::COUNTED_ANNOTATION;
 use crate::node_lifecycle::NODE_LOST;
-use crate::runtime::{Caches, Stop};
+use crate::runtime::{Action, Caches, QueueHandle, Reconciler};
+
+/// The work-queue key of the orphaned-pod sweep.
+pub const ORPHANED: &str = "orphaned";
+/// The work-queue key of the finished-pod sweep.
+pub const FINISHED: &str = "finished";
+
+/// A key the collector does not know (nothing else is ever queued on its queue).
+#[derive(Debug, thiserror::Error)]
+#[error("pod GC has no sweep named {0:?} (expected {ORPHANED:?} or {FINISHED:?})")]
+pub struct UnknownSweep(String);
 
 pub struct PodGc {
     client: Client,
@@ -32,13 +48,20 @@ pub struct PodGc {
     threshold: usize,
     ttl: Option<Duration>,
     period: Duration,
-    /// When each finished pod was first seen finished.
-    finished_at: HashMap<String, Instant>,
     /// How long a pod's node must stay missing before the pod is collected.
     quarantine: Duration,
+    // Lock order: only this lock, never held across an await.
+    seen: Mutex<Seen>,
+    events: Recorder,
+}
+
+/// What the sweeps remember between runs.
+#[derive(Default)]
+struct Seen {
+    /// When each finished pod was first seen finished.
+    finished_at: HashMap<String, Instant>,
     /// Pods (by uid) whose node the cache did not have, and since when.
     orphaned_since: HashMap<String, Instant>,
-    events: Recorder,
 }
 
 impl PodGc {
@@ -57,21 +80,29 @@ impl PodGc {
             threshold,
             ttl,
             period,
-            finished_at: HashMap::new(),
             quarantine,
-            orphaned_since: HashMap::new(),
+            seen: Mutex::default(),
             events,
         }
     }
 
-    pub async fn run(mut self, stop: Stop) {
-        loop {
-            tokio::select! {
-                _ = stop.wait() => return,
-                _ = tokio::time::sleep(self.period) => {}
-            }
-            self.sweep().await;
-        }
+    /// Queues both sweeps now, and the orphan sweep whenever a node leaves the cache.
+    pub fn watch(&self, queue: &QueueHandle) {
+        queue.add(ORPHANED);
+        queue.add(FINISHED);
+        let q = queue.clone();
+        self.caches
+            .nodes
+            .changes
+            .subscribe(move |c: &Change<Node>| {
+                if matches!(c, Change::Deleted(_)) {
+                    q.add(ORPHANED);
+                }
+            });
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn deletable(&self, p: &Pod) -> bool {
@@ -93,13 +124,13 @@ impl PodGc {
     }
 
     /// One pass: orphaned pods, then finished ones.
-    pub async fn sweep(&mut self) {
+    pub async fn sweep(&self) {
         self.sweep_orphaned().await;
         self.sweep_finished().await;
     }
 
     /// Collects pods whose node is gone (see the module documentation).
-    pub async fn sweep_orphaned(&mut self) {
+    pub async fn sweep_orphaned(&self) {
         if !self.caches.nodes.cache.is_synced() {
             // An empty cache is not "every node is gone".
             return;
@@ -107,35 +138,30 @@ impl PodGc {
         let now = Instant::now();
         let orphans: Vec<Arc<Pod>> = self
             .caches
-            .pods
-            .cache
-            .list()
+            .nodes_with_pods()
             .into_iter()
-            .filter(|p| {
-                p.is_bound()
-                    && self
-                        .caches
-                        .nodes
-                        .cache
-                        .get_named("", &p.spec.node_name)
-                        .is_none()
-            })
+            .filter(|node| self.caches.nodes.cache.get_named("", node).is_none())
+            .flat_map(|node| self.caches.pods_on(&node))
             .collect();
-        self.orphaned_since
-            .retain(|uid, _| orphans.iter().any(|p| &p.metadata.uid == uid));
+        // Which orphans have waited out their quarantine (the rest are remembered).
+        let due: Vec<Arc<Pod>> = {
+            let mut seen = self.seen();
+            seen.orphaned_since
+                .retain(|uid, _| orphans.iter().any(|p| &p.metadata.uid == uid));
+            orphans
+                .into_iter()
+                .filter(|p| match seen.orphaned_since.get(&p.metadata.uid) {
+                    Some(since) => now.saturating_duration_since(*since) >= self.quarantine,
+                    None => {
+                        seen.orphaned_since.insert(p.metadata.uid.clone(), now);
+                        false
+                    }
+                })
+                .collect()
+        };
         // Per pass, whether the API server still has each node: the second look.
         let mut node_exists: HashMap<String, bool> = HashMap::new();
-        for p in orphans {
-            let since = match self.orphaned_since.get(&p.metadata.uid) {
-                Some(since) => *since,
-                None => {
-                    self.orphaned_since.insert(p.metadata.uid.clone(), now);
-                    continue;
-                }
-            };
-            if now.saturating_duration_since(since) < self.quarantine {
-                continue;
-            }
+        for p in due {
             let node = &p.spec.node_name;
             let exists = match node_exists.get(node) {
                 Some(e) => *e,
@@ -147,13 +173,11 @@ impl PodGc {
                     }
                 },
             };
-            if exists {
-                // Registered again: the cache will catch up; nothing to collect.
-                self.orphaned_since.remove(&p.metadata.uid);
-                continue;
+            if !exists {
+                self.collect_orphan(&p).await;
             }
-            self.collect_orphan(&p).await;
-            self.orphaned_since.remove(&p.metadata.uid);
+            // Collected, or registered again (the cache will catch up): forget it either way.
+            self.seen().orphaned_since.remove(&p.metadata.uid);
         }
     }
 
@@ -167,36 +191,27 @@ impl PodGc {
     }
 
     /// Deletes finished pods past the threshold or the TTL.
-    pub async fn sweep_finished(&mut self) {
+    pub async fn sweep_finished(&self) {
         let now = Instant::now();
-        let finished: Vec<Arc<Pod>> = self
-            .caches
-            .pods
-            .cache
-            .list()
-            .into_iter()
-            .filter(|p| p.is_terminal())
-            .collect();
-        self.finished_at
-            .retain(|uid, _| finished.iter().any(|p| &p.metadata.uid == uid));
-        for p in &finished {
-            self.finished_at
-                .entry(p.metadata.uid.clone())
-                .or_insert(now);
-        }
-        let mut candidates: Vec<(Instant, Arc<Pod>)> = finished
-            .iter()
-            .filter(|p| self.deletable(p))
-            .map(|p| {
-                (
-                    self.finished_at
-                        .get(&p.metadata.uid)
-                        .copied()
-                        .unwrap_or(now),
-                    p.clone(),
-                )
-            })
-            .collect();
+        let finished: Vec<Arc<Pod>> = self.caches.finished_pods();
+        let mut candidates: Vec<(Instant, Arc<Pod>)> = {
+            let mut seen = self.seen();
+            let uids: std::collections::HashSet<&str> =
+                finished.iter().map(|p| p.metadata.uid.as_str()).collect();
+            seen.finished_at
+                .retain(|uid, _| uids.contains(uid.as_str()));
+            finished
+                .iter()
+                .filter(|p| self.deletable(p))
+                .map(|p| {
+                    let at = *seen
+                        .finished_at
+                        .entry(p.metadata.uid.clone())
+                        .or_insert(now);
+                    (at, p.clone())
+                })
+                .collect()
+        };
         candidates.sort_by_key(|(at, p)| (*at, p.metadata.creation_timestamp));
         let excess = finished.len().saturating_sub(self.threshold);
         for (i, (at, p)) in candidates.iter().enumerate() {
@@ -223,5 +238,24 @@ impl PodGc {
                 }
             }
         }
+    }
+}
+
+impl Reconciler for PodGc {
+    const NAME: &'static str = "pod-gc";
+    type Error = UnknownSweep;
+
+    async fn reconcile(&self, key: &str) -> Result<Action, UnknownSweep> {
+        match key {
+            ORPHANED => self.sweep_orphaned().await,
+            FINISHED => self.sweep_finished().await,
+            other => return Err(UnknownSweep(other.to_string())),
+        }
+        Ok(Action::RequeueAfter(self.period))
+    }
+
+    fn error_policy(&self, _key: &str, _error: &UnknownSweep) -> Option<Action> {
+        // Nothing would ever make an unknown key known: drop it rather than retry.
+        Some(Action::AwaitChange)
     }
 }

@@ -114,16 +114,7 @@ impl Reconciler for PodGroupController {
             return Ok(Action::AwaitChange);
         };
         let ns = &pg.metadata.namespace;
-        let members: Vec<Arc<Pod>> = self
-            .caches
-            .pods
-            .cache
-            .list()
-            .into_iter()
-            .filter(|p| {
-                &p.metadata.namespace == ns && p.pod_group() == Some(pg.metadata.name.as_str())
-            })
-            .collect();
+        let members: Vec<Arc<Pod>> = self.caches.members_of(ns, &pg.metadata.name);
         let (scheduled, running, succeeded, failed, phase) =
             summarize(pg.spec.min_member, &members);
         let mut status = PodGroupStatus {

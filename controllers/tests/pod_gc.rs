@@ -66,7 +66,7 @@ async fn pods_of_a_deleted_node_are_failed_and_deleted_after_a_second_look() {
     caches.start(&stop);
     caches.wait_synced().await;
     let events = Recorder::new(c.client.clone(), Clock::new(), "test");
-    let mut gc = PodGc::new(
+    let gc = PodGc::new(
         c.client.clone(),
         caches.clone(),
         usize::MAX,

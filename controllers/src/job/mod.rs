@@ -107,9 +107,7 @@ impl JobController {
         let uid = &job.metadata.uid;
         let pods: Vec<Arc<Pod>> = self
             .caches
-            .pods
-            .cache
-            .list()
+            .pods_owned_by(uid)
             .into_iter()
             .filter(|p| {
                 p.metadata.namespace == job.metadata.namespace

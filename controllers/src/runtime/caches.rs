@@ -1,6 +1,9 @@
 //! Informer caches shared by every controller: one list+watch per kind, fanned out to each
 //! controller's handlers. Controllers register handlers first; [`Caches::start`] then starts the
 //! informers, and [`Caches::wait_synced`] waits for their first lists.
+//!
+//! The pod and pod-group caches keep indexes ([`index`]) so that no controller scans every pod
+//! to find the few it is about: the pods on a node, owned by an object, in a gang, finished.
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -12,6 +15,27 @@ use drover_api::core::{Node, Pod};
 use drover_api::scheduling::PodGroup;
 use drover_client::informer::{Cache, Change, Informer};
 use drover_client::{Client, ListParams};
+
+/// Names of the indexes the shared caches keep.
+pub mod index {
+    /// Pods by the node they are bound to (`spec.nodeName`; unbound pods are not filed).
+    pub const NODE: &str = "node";
+    /// Pods and pod groups by the uid of each of their owners.
+    pub const OWNER_UID: &str = "owner-uid";
+    /// Gang members by `namespace/group`.
+    pub const POD_GROUP: &str = "pod-group";
+    /// Finished pods (`Succeeded` or `Failed`), all under [`FINISHED`].
+    pub const TERMINAL: &str = "terminal";
+    /// The one value of [`TERMINAL`].
+    pub const FINISHED: &str = "finished";
+}
+
+fn owner_uids(meta: &drover_api::ObjectMeta) -> Vec<String> {
+    meta.owner_references
+        .iter()
+        .map(|o| o.uid.clone())
+        .collect()
+}
 
 type Handler<T> = Arc<dyn Fn(&Change<T>) + Send + Sync>;
 
@@ -112,13 +136,70 @@ impl std::fmt::Debug for Caches {
 impl Caches {
     pub fn new(client: &Client, node_lease_namespace: &str) -> Self {
         let all = ListParams::default();
-        Caches {
+        let caches = Caches {
             pods: Shared::new(client, all.clone(), None),
             nodes: Shared::new(client, all.clone(), None),
             jobs: Shared::new(client, all.clone(), None),
             pod_groups: Shared::new(client, all.clone(), None),
             node_leases: Shared::new(client, all, Some(node_lease_namespace)),
-        }
+        };
+        let pods = &caches.pods.cache;
+        pods.add_index(index::NODE, |p: &Pod| {
+            p.is_bound()
+                .then(|| p.spec.node_name.clone())
+                .into_iter()
+                .collect()
+        });
+        pods.add_index(index::OWNER_UID, |p: &Pod| owner_uids(&p.metadata));
+        pods.add_index(index::POD_GROUP, |p: &Pod| {
+            p.pod_group()
+                .map(|g| format!("{}/{g}", p.metadata.namespace))
+                .into_iter()
+                .collect()
+        });
+        pods.add_index(index::TERMINAL, |p: &Pod| {
+            p.is_terminal()
+                .then(|| index::FINISHED.to_string())
+                .into_iter()
+                .collect()
+        });
+        caches
+            .pod_groups
+            .cache
+            .add_index(index::OWNER_UID, |g: &PodGroup| owner_uids(&g.metadata));
+        caches
+    }
+
+    /// The pods bound to `node`.
+    pub fn pods_on(&self, node: &str) -> Vec<Arc<Pod>> {
+        self.pods.cache.by_index(index::NODE, node)
+    }
+
+    /// The names of the nodes that have at least one pod bound to them.
+    pub fn nodes_with_pods(&self) -> Vec<String> {
+        self.pods.cache.index_values(index::NODE)
+    }
+
+    /// The pods with an owner reference to `uid`.
+    pub fn pods_owned_by(&self, uid: &str) -> Vec<Arc<Pod>> {
+        self.pods.cache.by_index(index::OWNER_UID, uid)
+    }
+
+    /// The pod groups with an owner reference to `uid`.
+    pub fn pod_groups_owned_by(&self, uid: &str) -> Vec<Arc<PodGroup>> {
+        self.pod_groups.cache.by_index(index::OWNER_UID, uid)
+    }
+
+    /// The members of the gang `group` in `namespace`.
+    pub fn members_of(&self, namespace: &str, group: &str) -> Vec<Arc<Pod>> {
+        self.pods
+            .cache
+            .by_index(index::POD_GROUP, &format!("{namespace}/{group}"))
+    }
+
+    /// Every finished pod.
+    pub fn finished_pods(&self) -> Vec<Arc<Pod>> {
+        self.pods.cache.by_index(index::TERMINAL, index::FINISHED)
     }
 
     /// Starts every informer; each stops when `shutdown` resolves.
