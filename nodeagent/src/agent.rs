@@ -16,7 +16,7 @@ use std::time::Duration;
 use drover_api::core::Pod;
 use drover_client::informer::{Change, Informer};
 use drover_client::{Client, ListParams};
-use drover_device_plugins::{DeviceError, DeviceManager, Discovery};
+use drover_device_plugins::{DeviceError, DeviceManager, Discovery, HealthEvents};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::lease::{DEFAULT_LEASE_DURATION_SECONDS, LeaseKeeper};
 use crate::logserver::{self, DEFAULT_LOG_PORT, LogServerError, TokenChecker};
 use crate::node::{self, DEFAULT_MAX_PODS, NodeError, NodeFacts};
-use crate::pods::{Backoff, NodeContext, PodSupervisor};
+use crate::pods::{Backoff, LogIndex, NodeContext, PodSupervisor};
 use crate::runtime::cgroup::{Cgroups, DEFAULT_CGROUP_ROOT};
 use crate::runtime::process::ProcessRuntime;
 use crate::runtime::user::{DEFAULT_POD_WORK_ROOT, PodUsers, UserError, prepare_work_root};
@@ -252,17 +252,11 @@ async fn run_inner(
         Some(m) => m.clone(),
         None => Arc::new(DeviceManager::from_spec_for_node(&config.devices, &name)?),
     };
-    let mut health = devices.health_events();
+    let health = devices.health_events();
     let discovery = devices.discover()?;
-    let cgroups = match &config.cgroup_root {
-        Some(root) => Cgroups::detect(root),
-        None => Cgroups::Unavailable("disabled in the agent's configuration".into()),
-    };
-    if let Some(why) = cgroups.unavailable() {
-        tracing::warn!(reason = %why, "containers will run without resource limits");
-    }
     let (store, users, work_dir) = prepare_pods(&config).await?;
-    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(cgroups, users, work_dir));
+    let runtime: Arc<dyn Runtime> =
+        Arc::new(ProcessRuntime::new(cgroups_of(&config), users, work_dir));
     let ip = match config.node_ip {
         Some(ip) => ip,
         None => detect_node_ip(client.server()).await,
@@ -318,6 +312,55 @@ async fn run_inner(
     };
     tracing::info!(node = %registered.metadata.name, "node registered");
 
+    run_bound_pods(&mut tasks, &client, ctx.clone(), &store);
+    tasks.spawn(
+        renew_lease(
+            client.clone(),
+            name.clone(),
+            config.lease_interval,
+            config.lease_duration_seconds,
+        )
+        .in_current_span(),
+    );
+    tasks.spawn(
+        report_status(
+            client.clone(),
+            facts,
+            devices,
+            health,
+            config.node_status_interval,
+        )
+        .in_current_span(),
+    );
+    tasks.spawn(rotate_logs(store, ctx.logs.clone(), config.log_max_bytes));
+
+    shutdown.await;
+    tracing::info!("node agent stopping; pods keep running");
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// The cgroup hierarchy pods' limits go in, or why there is none.
+fn cgroups_of(config: &AgentConfig) -> Cgroups {
+    let cgroups = match &config.cgroup_root {
+        Some(root) => Cgroups::detect(root),
+        None => Cgroups::Unavailable("disabled in the agent's configuration".into()),
+    };
+    if let Some(why) = cgroups.unavailable() {
+        tracing::warn!(reason = %why, "containers will run without resource limits");
+    }
+    cgroups
+}
+
+/// Adopts the pods a previous run left in the state directory, then watches the pods bound to
+/// this node and hands every change to the pod supervisor (two tasks on `tasks`).
+fn run_bound_pods(
+    tasks: &mut JoinSet<()>,
+    client: &Client,
+    ctx: Arc<NodeContext>,
+    store: &StateStore,
+) {
     let recovered = store.load_all();
     if !recovered.is_empty() {
         tracing::info!(
@@ -325,11 +368,12 @@ async fn run_inner(
             "found pods of a previous run in the state directory"
         );
     }
-    let mut supervisor = PodSupervisor::new(ctx.clone(), recovered);
+    let node = ctx.node_name.clone();
+    let mut supervisor = PodSupervisor::new(ctx, recovered);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let informer = Informer::new(
         client.all::<Pod>(),
-        ListParams::default().fields(format!("spec.nodeName={name}")),
+        ListParams::default().fields(format!("spec.nodeName={node}")),
     )
     .on_change(move |c| {
         let _ = tx.send(copy_change(c));
@@ -343,80 +387,71 @@ async fn run_inner(
         }
         .in_current_span(),
     );
+}
 
-    let lease_client = client.clone();
-    let (interval, duration) = (config.lease_interval, config.lease_duration_seconds);
-    let lease_name = name.clone();
-    tasks.spawn(
-        async move {
-            let mut keeper = LeaseKeeper::new(lease_name, duration);
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = keeper.renew(&lease_client).await {
-                    tracing::warn!(error = %e, "lease renewal failed");
-                }
-            }
+/// Renews the node's Lease every `interval`, forever.
+async fn renew_lease(client: Client, node: String, interval: Duration, duration_seconds: i32) {
+    let mut keeper = LeaseKeeper::new(node, duration_seconds);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = keeper.renew(&client).await {
+            tracing::warn!(error = %e, "lease renewal failed");
         }
-        .in_current_span(),
-    );
+    }
+}
 
-    let status_client = client.clone();
-    let status_interval = config.node_status_interval;
-    tasks.spawn(
-        async move {
-            let mut tick = tokio::time::interval(status_interval);
-            tick.tick().await;
-            let mut dirty = false;
-            loop {
-                let retry = tokio::time::sleep(Duration::from_secs(1));
-                tokio::select! {
-                    ev = health.recv() => match ev {
-                        Ok(ev) => {
-                            tracing::info!(device = %ev.device_id, health = %ev.health, "device health changed");
-                            dirty = true;
-                        }
-                        Err(drover_device_plugins::HealthRecvError::Closed) => {
-                            health = devices.health_events();
-                            tokio::time::sleep(status_interval).await;
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "missed device health events; rediscovering");
-                            dirty = true;
-                        }
-                    },
-                    _ = tick.tick() => dirty = true,
-                    _ = retry, if dirty => {}
+/// Writes the Node's status every `interval` and whenever a device's health changes; a write
+/// that failed is retried every second until one succeeds.
+async fn report_status(
+    client: Client,
+    facts: NodeFacts,
+    devices: Arc<DeviceManager>,
+    mut health: HealthEvents,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    let mut dirty = false;
+    loop {
+        let retry = tokio::time::sleep(Duration::from_secs(1));
+        tokio::select! {
+            ev = health.recv() => match ev {
+                Ok(ev) => {
+                    tracing::info!(device = %ev.device_id, health = %ev.health, "device health changed");
+                    dirty = true;
                 }
-                if dirty {
-                    dirty = !refresh_status(&status_client, &facts, &devices).await;
+                Err(drover_device_plugins::HealthRecvError::Closed) => {
+                    health = devices.health_events();
+                    tokio::time::sleep(interval).await;
+                    continue;
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(error = %e, "missed device health events; rediscovering");
+                    dirty = true;
+                }
+            },
+            _ = tick.tick() => dirty = true,
+            _ = retry, if dirty => {}
         }
-        .in_current_span(),
-    );
-
-    let rotate_logs = ctx.logs.clone();
-    let max_bytes = config.log_max_bytes;
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(LOG_ROTATE_INTERVAL);
-        loop {
-            tick.tick().await;
-            let (store, logs) = (store.clone(), rotate_logs.clone());
-            let _ = tokio::task::spawn_blocking(move || {
-                logserver::rotate_logs(&store, &logs, max_bytes)
-            })
-            .await;
+        if dirty {
+            dirty = !refresh_status(&client, &facts, &devices).await;
         }
-    });
+    }
+}
 
-    shutdown.await;
-    tracing::info!("node agent stopping; pods keep running");
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
-    Ok(())
+/// Rotates the containers' logs past `max_bytes`, every [`LOG_ROTATE_INTERVAL`], off the async
+/// threads.
+async fn rotate_logs(store: StateStore, logs: Arc<LogIndex>, max_bytes: u64) {
+    let mut tick = tokio::time::interval(LOG_ROTATE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let (store, logs) = (store.clone(), logs.clone());
+        let _ =
+            tokio::task::spawn_blocking(move || logserver::rotate_logs(&store, &logs, max_bytes))
+                .await;
+    }
 }
 
 /// Makes the state directory private, resolves who pods run as (creating the `drover` user

@@ -247,6 +247,8 @@ struct Output<'a, R: Serialize> {
     report: &'a R,
 }
 
+/// Runs the chosen scenario: checks the output options, resolves the server (when the bench
+/// runs against one), then hands over to the scenario's own function.
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
     if let Some(p) = &args.plot
         && p.extension()
@@ -270,157 +272,187 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
     };
     let progress = Progress::new(args.quiet);
     match &args.scenario {
-        Scenario::Throughput(a) => {
-            let opts = scenario::throughput::Options {
-                cluster: a.cluster.spec(server),
-                pods: a.pods,
-                shape_mix: ShapeMix::parse(&a.shape_mix)?,
-                seed: a.seed,
-                run: a.cluster.run("pods"),
-            };
-            let params = opts.params();
-            start("throughput", &params);
-            let r = scenario::throughput::run(&opts, &progress).await?;
-            finish("throughput", &params, &r, &args)
-        }
-        Scenario::Constraints(a) => {
-            let opts = scenario::constraints::Options {
-                cluster: a.cluster.spec(server),
-                pods: a.pods,
-                kinds: a.kinds.clone(),
-                run: a.cluster.run("pods"),
-            };
-            let params = opts.params();
-            start("constraints", &params);
-            let r = scenario::constraints::run(&opts, &progress).await?;
-            finish("constraints", &params, &r, &args)
-        }
-        Scenario::Gang(a) => {
-            let opts = scenario::gang::Options {
-                cluster: a.cluster.spec(server),
-                running: a.running,
-                running_mix: ShapeMix::parse(&a.running_mix)?,
-                gangs: a.gangs,
-                gang_size: a.gang_size,
-                gpus_per_pod: a.gpus_per_pod,
-                topology_key: a.topology_key.clone(),
-                burst_allowance: Duration::from_millis(a.burst_allowance_ms),
-                run: a.cluster.run("load"),
-            };
-            let params = opts.params();
-            start("gang", &params);
-            let r = scenario::gang::run(&opts, &progress).await?;
-            finish("gang", &params, &r, &args)
-        }
-        Scenario::Openb(a) => {
-            let mut opts = openb::OpenbOptions::default();
-            if let Some(p) = &a.nodes_csv {
-                opts.nodes_csv = p.clone();
-            }
-            if let Some(p) = &a.pods_csv {
-                opts.pods_csv = p.clone();
-            }
-            opts.seeds = (0..a.seeds).collect();
-            opts.demand = a.demand;
-            opts.threads = a.threads;
-            if !a.policies.is_empty() {
-                opts.policies = a
-                    .policies
-                    .iter()
-                    .map(|p| p.parse())
-                    .collect::<Result<_, _>>()?;
-            }
-            let params = vec![
-                (
-                    "nodes-csv".to_string(),
-                    opts.nodes_csv.display().to_string(),
-                ),
-                ("pods-csv".into(), opts.pods_csv.display().to_string()),
-                ("seeds".into(), a.seeds.to_string()),
-                ("demand".into(), opts.demand.to_string()),
-                (
-                    "policies".into(),
-                    opts.policies
-                        .iter()
-                        .map(|p| p.name())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
-            ];
-            start("openb", &params);
-            let bar = progress.clone();
-            let total = opts.seeds.len() * opts.policies.len();
-            bar.phase("replays", total as u64);
-            let r = tokio::task::spawn_blocking(move || {
-                openb::run(&opts, &move |done, _| bar.set(done as u64))
-            })
-            .await??;
-            progress.finish();
-            finish("openb", &params, &r, &args)
-        }
-        Scenario::Philly(a) => {
-            let opts = scenario::philly::Options {
-                jobs_csv: a
-                    .jobs_csv
-                    .clone()
-                    .unwrap_or_else(|| openb::data_dir().join(scenario::philly::DEFAULT_JOBS)),
-                nodes_csv: a
-                    .nodes_csv
-                    .clone()
-                    .unwrap_or_else(|| openb::data_dir().join(scenario::philly::DEFAULT_NODES)),
-                nodes: a.nodes,
-                time_compression: a.time_compression,
-                max_jobs: a.max_jobs,
-                policies: a.policies.clone(),
-            };
-            if a.live {
-                let queue = scenario::philly_live::compressed_queue(a.time_compression);
-                let opts = scenario::philly_live::Options {
-                    trace: opts,
-                    cluster: ClusterOptions {
-                        scheduler: Some(drover_scheduler_config().with_queue(queue)),
-                        ..Default::default()
-                    },
-                    idle_timeout: a.idle_timeout_s.map_or(
-                        scenario::philly_live::DEFAULT_IDLE_TIMEOUT,
-                        Duration::from_secs,
-                    ),
-                };
-                let params = opts.params();
-                start("philly", &params);
-                println!(
-                    "mode: live (API server, scheduler and hollow node agents in process, wall \
-                     clock; scheduler queue timers ÷ compression; times in trace seconds)"
-                );
-                let r = scenario::philly_live::run(&opts, &progress).await?;
-                return finish("philly", &params, &r, &args);
-            }
-            let params = opts.params();
-            start("philly", &params);
-            println!(
-                "mode: in-memory scheduler simulator with a virtual clock (not the full stack)"
-            );
-            let p = progress.clone();
-            let r = tokio::task::spawn_blocking(move || scenario::philly::run(&opts, &p)).await??;
-            finish("philly", &params, &r, &args)
-        }
-        Scenario::Api(a) => {
-            let opts = scenario::api::Options {
-                cluster: ClusterOptions {
-                    server,
-                    ..Default::default()
-                },
-                clients: a.clients,
-                objects: a.objects,
-                transport: a.transport.parse()?,
-                idle_timeout: Duration::from_secs(10),
-            };
-            let params = opts.params();
-            start("api", &params);
-            let r = scenario::api::run(&opts, &progress).await?;
-            finish("api", &params, &r, &args)
-        }
+        Scenario::Throughput(a) => run_throughput(a, server, &progress, &args).await,
+        Scenario::Constraints(a) => run_constraints(a, server, &progress, &args).await,
+        Scenario::Gang(a) => run_gang(a, server, &progress, &args).await,
+        Scenario::Openb(a) => run_openb(a, &progress, &args).await,
+        Scenario::Philly(a) => run_philly(a, &progress, &args).await,
+        Scenario::Api(a) => run_api(a, server, &progress, &args).await,
     }
+}
+
+async fn run_throughput(
+    a: &ThroughputArgs,
+    server: Option<ClientConfig>,
+    progress: &Progress,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let opts = scenario::throughput::Options {
+        cluster: a.cluster.spec(server),
+        pods: a.pods,
+        shape_mix: ShapeMix::parse(&a.shape_mix)?,
+        seed: a.seed,
+        run: a.cluster.run("pods"),
+    };
+    let params = opts.params();
+    start("throughput", &params);
+    let r = scenario::throughput::run(&opts, progress).await?;
+    finish("throughput", &params, &r, args)
+}
+
+async fn run_constraints(
+    a: &ConstraintsArgs,
+    server: Option<ClientConfig>,
+    progress: &Progress,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let opts = scenario::constraints::Options {
+        cluster: a.cluster.spec(server),
+        pods: a.pods,
+        kinds: a.kinds.clone(),
+        run: a.cluster.run("pods"),
+    };
+    let params = opts.params();
+    start("constraints", &params);
+    let r = scenario::constraints::run(&opts, progress).await?;
+    finish("constraints", &params, &r, args)
+}
+
+async fn run_gang(
+    a: &GangArgs,
+    server: Option<ClientConfig>,
+    progress: &Progress,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let opts = scenario::gang::Options {
+        cluster: a.cluster.spec(server),
+        running: a.running,
+        running_mix: ShapeMix::parse(&a.running_mix)?,
+        gangs: a.gangs,
+        gang_size: a.gang_size,
+        gpus_per_pod: a.gpus_per_pod,
+        topology_key: a.topology_key.clone(),
+        burst_allowance: Duration::from_millis(a.burst_allowance_ms),
+        run: a.cluster.run("load"),
+    };
+    let params = opts.params();
+    start("gang", &params);
+    let r = scenario::gang::run(&opts, progress).await?;
+    finish("gang", &params, &r, args)
+}
+
+async fn run_openb(a: &OpenbArgs, progress: &Progress, args: &Args) -> anyhow::Result<()> {
+    let mut opts = openb::OpenbOptions::default();
+    if let Some(p) = &a.nodes_csv {
+        opts.nodes_csv = p.clone();
+    }
+    if let Some(p) = &a.pods_csv {
+        opts.pods_csv = p.clone();
+    }
+    opts.seeds = (0..a.seeds).collect();
+    opts.demand = a.demand;
+    opts.threads = a.threads;
+    if !a.policies.is_empty() {
+        opts.policies = a
+            .policies
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()?;
+    }
+    let params = vec![
+        (
+            "nodes-csv".to_string(),
+            opts.nodes_csv.display().to_string(),
+        ),
+        ("pods-csv".into(), opts.pods_csv.display().to_string()),
+        ("seeds".into(), a.seeds.to_string()),
+        ("demand".into(), opts.demand.to_string()),
+        (
+            "policies".into(),
+            opts.policies
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ];
+    start("openb", &params);
+    let bar = progress.clone();
+    let total = opts.seeds.len() * opts.policies.len();
+    bar.phase("replays", total as u64);
+    let r = tokio::task::spawn_blocking(move || {
+        openb::run(&opts, &move |done, _| bar.set(done as u64))
+    })
+    .await??;
+    progress.finish();
+    finish("openb", &params, &r, args)
+}
+
+async fn run_philly(a: &PhillyArgs, progress: &Progress, args: &Args) -> anyhow::Result<()> {
+    let opts = scenario::philly::Options {
+        jobs_csv: a
+            .jobs_csv
+            .clone()
+            .unwrap_or_else(|| openb::data_dir().join(scenario::philly::DEFAULT_JOBS)),
+        nodes_csv: a
+            .nodes_csv
+            .clone()
+            .unwrap_or_else(|| openb::data_dir().join(scenario::philly::DEFAULT_NODES)),
+        nodes: a.nodes,
+        time_compression: a.time_compression,
+        max_jobs: a.max_jobs,
+        policies: a.policies.clone(),
+    };
+    if a.live {
+        let queue = scenario::philly_live::compressed_queue(a.time_compression);
+        let opts = scenario::philly_live::Options {
+            trace: opts,
+            cluster: ClusterOptions {
+                scheduler: Some(drover_scheduler_config().with_queue(queue)),
+                ..Default::default()
+            },
+            idle_timeout: a.idle_timeout_s.map_or(
+                scenario::philly_live::DEFAULT_IDLE_TIMEOUT,
+                Duration::from_secs,
+            ),
+        };
+        let params = opts.params();
+        start("philly", &params);
+        println!(
+            "mode: live (API server, scheduler and hollow node agents in process, wall \
+             clock; scheduler queue timers ÷ compression; times in trace seconds)"
+        );
+        let r = scenario::philly_live::run(&opts, progress).await?;
+        return finish("philly", &params, &r, args);
+    }
+    let params = opts.params();
+    start("philly", &params);
+    println!("mode: in-memory scheduler simulator with a virtual clock (not the full stack)");
+    let p = progress.clone();
+    let r = tokio::task::spawn_blocking(move || scenario::philly::run(&opts, &p)).await??;
+    finish("philly", &params, &r, args)
+}
+
+async fn run_api(
+    a: &ApiArgs,
+    server: Option<ClientConfig>,
+    progress: &Progress,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let opts = scenario::api::Options {
+        cluster: ClusterOptions {
+            server,
+            ..Default::default()
+        },
+        clients: a.clients,
+        objects: a.objects,
+        transport: a.transport.parse()?,
+        idle_timeout: Duration::from_secs(10),
+    };
+    let params = opts.params();
+    start("api", &params);
+    let r = scenario::api::run(&opts, progress).await?;
+    finish("api", &params, &r, args)
 }
 
 fn start(name: &str, params: &[(String, String)]) {
