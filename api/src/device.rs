@@ -48,9 +48,23 @@ pub struct Device {
     /// Why the device is unhealthy, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_reason: Option<String>,
+    /// What brings an unhealthy device back, when its fault says (an XID's class); `None`
+    /// when the plugin only knows it is unhealthy (it returns once it answers again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<DeviceRecovery>,
     /// Free-form attributes (MIG mode, compute capability, parent GPU of a MIG slice, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+}
+
+/// What it takes to bring an unhealthy device back into service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DeviceRecovery {
+    /// A device reset, once no pod uses the device: the node agent tries it itself.
+    Reset,
+    /// The node must be drained and serviced (a reboot, a reseat): nothing is automatic; the
+    /// node is tainted so no new pod lands on it.
+    Drain,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -32,6 +32,8 @@ pub mod reason {
     pub const NODE_READY: &str = "NodeReady";
     pub const NODE_LOST: &str = "NodeLost";
     pub const DEVICE_FAILED: &str = "DeviceFailed";
+    pub const DEVICE_NEEDS_DRAIN: &str = "DeviceNeedsDrain";
+    pub const DEVICES_SERVICED: &str = "DevicesServiced";
     pub const POD_GROUP_PHASE: &str = "PodGroupPhaseChanged";
 }
 

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use drover_api::coordination::Lease;
 use drover_api::core::{NODE_READY, Node, Pod, Taint, taint_effect};
+use drover_api::device::DeviceRecovery;
 use drover_api::meta::{Condition, set_condition};
 use drover_client::informer::{Change, View};
 use drover_client::{Client, ClientError};
@@ -43,6 +44,9 @@ pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
 pub const NODE_LOST: &str = "NodeLost";
 /// Reason of pods failed because a device they use failed.
 pub const DEVICE_FAILED: &str = "DeviceFailed";
+/// The taint of a node with a device whose fault needs the node serviced
+/// ([`DeviceRecovery::Drain`]): no new pod lands there; the pods on its other devices run on.
+pub const NEEDS_DRAIN_TAINT: &str = "drover.dev/device-needs-drain";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeLifecycleError {
@@ -305,6 +309,9 @@ impl NodeLifecycle {
             tracing::warn!(error = %e, "cannot clear the unreachable taint");
         }
         self.fail_pods_on_failed_devices(node).await;
+        if let Err(e) = self.sync_drain_taint(node).await {
+            tracing::warn!(error = %e, "cannot update the device-needs-drain taint");
+        }
         match verdict {
             // A little past the deadline, so the next look finds it run out.
             Verdict::Renewed(left) => Action::RequeueAfter(left + Duration::from_millis(10)),
@@ -394,6 +401,69 @@ impl NodeLifecycle {
                 p.metadata.name
             );
             self.fail_pod(p, NODE_LOST, &msg).await;
+        }
+        Ok(())
+    }
+
+    /// Taints the node [`NEEDS_DRAIN_TAINT`]`:NoSchedule` while one of its devices needs the
+    /// node serviced, and removes the taint once none does.
+    async fn sync_drain_taint(&self, node: &Node) -> Result<(), NodeLifecycleError> {
+        let needing: Vec<&drover_api::device::Device> = node
+            .status
+            .devices
+            .iter()
+            .flat_map(|inv| inv.devices.iter())
+            .filter(|d| !d.is_healthy() && d.recovery == Some(DeviceRecovery::Drain))
+            .collect();
+        let tainted = node.spec.taints.iter().any(|t| t.key == NEEDS_DRAIN_TAINT);
+        if needing.is_empty() != tainted {
+            return Ok(());
+        }
+        let mut n = node.clone();
+        n.spec.taints.retain(|t| t.key != NEEDS_DRAIN_TAINT);
+        if !needing.is_empty() {
+            n.spec.taints.push(Taint {
+                key: NEEDS_DRAIN_TAINT.into(),
+                value: String::new(),
+                effect: taint_effect::NO_SCHEDULE.into(),
+                time_added: Some(self.clock.now()),
+            });
+        }
+        match self.client.all::<Node>().update(&n).await {
+            Ok(_) => {}
+            Err(e) if e.is_conflict() || e.is_not_found() => return Ok(()),
+            Err(e) => return Err(Self::err(node)(e)),
+        }
+        let name = &node.metadata.name;
+        if needing.is_empty() {
+            tracing::info!(node = %name, "no device needs the node serviced; drain taint removed");
+            self.events.normal(
+                node,
+                reason::DEVICES_SERVICED,
+                format!(
+                    "Node {name}: no device needs servicing any more; {NEEDS_DRAIN_TAINT} removed"
+                ),
+            );
+        } else {
+            let what: Vec<String> = needing
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} ({})",
+                        d.id,
+                        d.health_reason.as_deref().unwrap_or("unhealthy")
+                    )
+                })
+                .collect();
+            tracing::warn!(node = %name, devices = ?what, "device needs the node serviced; tainted");
+            self.events.warning(
+                node,
+                reason::DEVICE_NEEDS_DRAIN,
+                format!(
+                    "Node {name} needs draining and servicing: {}; tainted {NEEDS_DRAIN_TAINT}:NoSchedule",
+                    what.join(", ")
+                ),
+            );
         }
         Ok(())
     }

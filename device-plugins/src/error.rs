@@ -25,6 +25,9 @@ pub enum DeviceError {
     #[error("device {id:?} is requested more than once")]
     DuplicateDevice { id: String },
 
+    #[error("device {id:?} could not be reset: {reason}")]
+    ResetFailed { id: String, reason: String },
+
     #[error("device {id:?} cannot be allocated: {reason}")]
     NotAllocatable { id: String, reason: String },
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
-use drover_api::device::{DeviceHealth, DeviceInventory};
+use drover_api::device::{DeviceHealth, DeviceInventory, DeviceRecovery};
 use tokio::sync::broadcast;
 
 use crate::HealthEvent;
@@ -30,6 +30,8 @@ pub(crate) struct HealthBook {
 pub(crate) struct Unhealthy {
     pub reason: String,
     pub since: Instant,
+    /// What brings it back, when the fault says.
+    pub recovery: Option<DeviceRecovery>,
 }
 
 impl HealthBook {
@@ -54,6 +56,12 @@ impl HealthBook {
 
     /// Marks a device unhealthy; announces it unless it already was, for the same reason.
     pub fn mark_unhealthy(&self, id: &str, reason: &str) -> bool {
+        self.mark_failed(id, reason, None)
+    }
+
+    /// Marks a device unhealthy with what brings it back; announces it unless it already was,
+    /// for the same reason.
+    pub fn mark_failed(&self, id: &str, reason: &str, recovery: Option<DeviceRecovery>) -> bool {
         {
             let mut map = self.lock();
             if map.get(id).is_some_and(|u| u.reason == reason) {
@@ -64,6 +72,7 @@ impl HealthBook {
                 Unhealthy {
                     reason: reason.to_string(),
                     since: Instant::now(),
+                    recovery,
                 },
             );
         }
@@ -100,15 +109,16 @@ impl HealthBook {
             return;
         }
         for device in &mut inventory.devices {
-            let own = map.get(&device.id).map(|u| u.reason.clone());
+            let own = map.get(&device.id).map(|u| (u.reason.clone(), u.recovery));
             let parent = device
                 .attributes
                 .get(ATTR_PARENT)
                 .and_then(|p| map.get(p))
-                .map(|u| format!("parent GPU unhealthy: {}", u.reason));
-            if let Some(reason) = own.or(parent) {
+                .map(|u| (format!("parent GPU unhealthy: {}", u.reason), u.recovery));
+            if let Some((reason, recovery)) = own.or(parent) {
                 device.health = DeviceHealth::Unhealthy;
                 device.health_reason = Some(reason);
+                device.recovery = recovery;
             }
         }
     }

@@ -12,7 +12,9 @@
 //! - [`NvidiaPlugin`] (`nvidia/`): GPUs through NVML (loaded at run time, so the crate builds and
 //!   runs on machines without a GPU), their topology matrix, MIG devices and XID-driven health.
 //! - [`SimulatedPlugin`] (`simulated/`): devices described by a profile (built-in or YAML), for
-//!   tests, `drover up --simulate-nodes` and the scale harness; devices can be failed on purpose.
+//!   tests, `drover up --simulate-nodes` and the scale harness; devices can be failed on purpose,
+//!   or given an XID (`inject_xid`).
+//! - [`xid`]: what each XID calls for (nothing, a reset, draining the node).
 //!
 //! The pure topology logic (link lookup, ordering a set of devices so neighbours are the best
 //! connected) lives on [`drover_api::device::DeviceInventory`], so the scheduler can use it
@@ -28,6 +30,7 @@ mod manager;
 pub mod nvidia;
 mod plugin;
 pub mod simulated;
+pub mod xid;
 
 pub use cpu::CpuPlugin;
 pub use error::DeviceError;

@@ -144,6 +144,23 @@ impl DeviceManager {
         Ok(allocation)
     }
 
+    /// Resets the device `id` through the plugin that offers it (see [`DevicePlugin::reset`]).
+    pub fn reset(&self, id: &str) -> Result<(), DeviceError> {
+        let owner = self
+            .owners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|o| o.get(id).copied());
+        match owner {
+            Some(index) => self.plugins[index].reset(id),
+            None => Err(DeviceError::UnknownDevice {
+                plugin: self.plugin_names(),
+                id: id.to_string(),
+            }),
+        }
+    }
+
     fn plugin_names(&self) -> String {
         let names: Vec<&str> = self.plugins.iter().map(|p| p.name()).collect();
         names.join("+")

@@ -27,6 +27,15 @@ pub trait DevicePlugin: Send + Sync {
     /// What a pod given `device_ids` needs: environment, device files, mounts. The ids must be
     /// ones this plugin offers and healthy; the error names the first that is not.
     fn allocate(&self, device_ids: &[String]) -> Result<Allocation, DeviceError>;
+
+    /// Resets a device no pod is using, the recovery of faults that call for one; on success
+    /// the device is healthy again (and announced). The default: this plugin cannot.
+    fn reset(&self, device_id: &str) -> Result<(), DeviceError> {
+        Err(DeviceError::ResetFailed {
+            id: device_id.to_string(),
+            reason: format!("plugin {} cannot reset devices", self.name()),
+        })
+    }
 }
 
 /// A plugin's share of a node's description.

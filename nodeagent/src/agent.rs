@@ -332,6 +332,10 @@ async fn run_inner(
         )
         .in_current_span(),
     );
+    tasks.spawn(
+        crate::recovery::recover_devices(ctx.clone(), ctx.devices.health_events())
+            .in_current_span(),
+    );
     tasks.spawn(rotate_logs(store, ctx.logs.clone(), config.log_max_bytes));
 
     shutdown.await;

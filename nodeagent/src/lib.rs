@@ -6,7 +6,7 @@
 //! [`pods`] (the supervisor and each pod's worker), process handling in [`runtime`] (the
 //! [`runtime::Runtime`] trait, the process runtime with cgroups, the simulated runtime), the
 //! Node object in [`node`], leases in [`lease`], the state directory that survives restarts in
-//! [`state`], and the log server in [`logserver`]. [`hollow`] runs thousands of simulated nodes
+//! [`state`], the log server in [`logserver`], and the reset of failed devices in [`recovery`]. [`hollow`] runs thousands of simulated nodes
 //! in one process for scale tests.
 
 pub mod agent;
@@ -16,6 +16,7 @@ pub mod lease;
 pub mod logserver;
 pub mod node;
 pub mod pods;
+pub mod recovery;
 pub mod runtime;
 pub mod state;
 

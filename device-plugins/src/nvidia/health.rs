@@ -1,5 +1,6 @@
 //! GPU health: a background thread waits for NVML's critical XID events and marks the GPU that
-//! raised one unhealthy; every [`PROBE_INTERVAL`] it also asks NVML about every GPU, marking
+//! raised one unhealthy, with what its class of XID needs ([`crate::xid`]: a reset, or draining
+//! the node; the application's own faults leave the GPU in service); every [`PROBE_INTERVAL`] it also asks NVML about every GPU, marking
 //! those it cannot reach unhealthy and returning to service those that answer again after
 //! [`RECOVERY_HOLD_DOWN`].
 
@@ -15,15 +16,8 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::event::EventSet;
 use nvml_wrapper::struct_wrappers::event::EventData;
 
-use crate::DeviceError;
 use crate::health::HealthBook;
-
-/// XIDs caused by the application rather than the GPU (a bad kernel, an illegal address, a
-/// reset channel...): the next pod may use the GPU. Every other XID marks it unhealthy, as
-/// NVIDIA's Kubernetes device plugin does. Critical ones include 48 (double-bit ECC), 62/63/64
-/// (ECC page retirement / row remapping), 74 (NVLink), 79 (fallen off the bus), 94/95
-/// (contained/uncontained memory errors).
-pub const APPLICATION_XIDS: &[u64] = &[13, 31, 43, 45, 68, 109];
+use crate::{DeviceError, xid};
 
 /// How long one wait for an event may block, so the thread notices it should stop.
 pub const EVENT_WAIT: Duration = Duration::from_secs(1);
@@ -34,7 +28,7 @@ pub const RECOVERY_HOLD_DOWN: Duration = Duration::from_secs(60);
 
 /// Whether an XID makes the GPU unhealthy (an unknown XID does: better idle than corrupt).
 pub fn xid_is_critical(xid: Option<u64>) -> bool {
-    xid.is_none_or(|x| !APPLICATION_XIDS.contains(&x))
+    xid::classify(xid) != xid::XidClass::Application
 }
 
 /// The health thread; it stops (within [`EVENT_WAIT`]) when this is dropped.
@@ -134,13 +128,11 @@ fn handle(book: &HealthBook, event: EventData<'_>) {
         tracing::debug!(gpu = ?uuid, xid = ?xid, "application xid, gpu stays healthy");
         return;
     }
-    let reason = match xid {
-        Some(x) => format!("critical XID {x}"),
-        None => "unknown XID".to_string(),
-    };
+    let reason = xid::reason(xid);
+    let recovery = xid::recovery(xid::classify(xid));
     match uuid {
         Ok(uuid) => {
-            book.mark_unhealthy(&uuid, &reason);
+            book.mark_failed(&uuid, &reason, recovery);
         }
         Err(err) => tracing::warn!(error = %err, %reason, "xid event from a gpu nvml cannot name"),
     }

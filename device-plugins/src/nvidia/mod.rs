@@ -149,6 +149,33 @@ impl DevicePlugin for NvidiaPlugin {
             mounts: Vec::new(),
         })
     }
+
+    /// `nvidia-smi --gpu-reset` (NVML has no reset call); the driver refuses while any process
+    /// still holds the GPU, which the caller has made sure no pod does.
+    fn reset(&self, device_id: &str) -> Result<(), DeviceError> {
+        let failed = |reason: String| DeviceError::ResetFailed {
+            id: device_id.to_string(),
+            reason,
+        };
+        let out = std::process::Command::new("nvidia-smi")
+            .args(["--gpu-reset", "-i", device_id])
+            .output()
+            .map_err(|e| failed(format!("cannot run nvidia-smi: {e}")))?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let text = if text.is_empty() {
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            } else {
+                text
+            };
+            return Err(failed(format!(
+                "nvidia-smi --gpu-reset: {}: {text}",
+                out.status
+            )));
+        }
+        self.health.mark_healthy(device_id);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

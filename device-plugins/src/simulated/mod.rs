@@ -9,7 +9,9 @@ mod profile;
 
 use std::sync::Arc;
 
-use drover_api::device::{CpuTopology, Device, DeviceInventory, DeviceLink, LinkKind, NumaNode};
+use drover_api::device::{
+    CpuTopology, Device, DeviceInventory, DeviceLink, DeviceRecovery, LinkKind, NumaNode,
+};
 use tokio::sync::broadcast;
 
 pub use profile::{
@@ -19,6 +21,7 @@ pub use profile::{
 
 use crate::health::HealthBook;
 use crate::labels::{RESOURCE_CPU, RESOURCE_MEMORY, cpu_labels, device_resources_and_labels};
+use crate::xid::XidClass;
 use crate::{Allocation, DeviceError, DevicePlugin, Discovery, HealthEvent, allocate, cpulist};
 
 /// Attribute set on every simulated device.
@@ -90,7 +93,19 @@ impl SimulatedPlugin {
         Ok(())
     }
 
-    /// Returns a failed device to service and announces it.
+    /// Raises an XID on a simulated GPU as the driver would: the application's own leave it in
+    /// service; the others mark it unhealthy with what its class needs. Returns the class.
+    pub fn inject_xid(&self, id: &str, xid: u64) -> Result<XidClass, DeviceError> {
+        self.index_of(id)?;
+        let class = crate::xid::classify(Some(xid));
+        if let Some(recovery) = crate::xid::recovery(class) {
+            self.health
+                .mark_failed(id, &crate::xid::reason(Some(xid)), Some(recovery));
+        }
+        Ok(class)
+    }
+
+    /// Returns a failed device to service and announces it (what servicing the node does).
     pub fn recover_device(&self, id: &str) -> Result<(), DeviceError> {
         self.index_of(id)?;
         self.health.mark_healthy(id);
@@ -227,6 +242,24 @@ impl DevicePlugin for SimulatedPlugin {
 
     fn subscribe_health(&self) -> broadcast::Receiver<HealthEvent> {
         self.health.subscribe()
+    }
+
+    /// A simulated reset succeeds unless the fault needs the node serviced.
+    fn reset(&self, device_id: &str) -> Result<(), DeviceError> {
+        self.index_of(device_id)?;
+        let needs_drain = self
+            .health
+            .unhealthy()
+            .get(device_id)
+            .is_some_and(|u| u.recovery == Some(DeviceRecovery::Drain));
+        if needs_drain {
+            return Err(DeviceError::ResetFailed {
+                id: device_id.to_string(),
+                reason: "the fault needs the node serviced, not a reset".to_string(),
+            });
+        }
+        self.health.mark_healthy(device_id);
+        Ok(())
     }
 
     /// Environment only: simulated GPUs have no device files to hand over.

@@ -375,3 +375,45 @@ fn unknown_profiles_list_the_builtins() {
         "{err}"
     );
 }
+
+/// An XID does what its class calls for: nothing, a fault a reset mends, or one it does not.
+#[test]
+fn xids_by_class_and_the_reset_that_mends_some() {
+    use drover_api::device::DeviceRecovery;
+
+    use crate::xid::XidClass;
+    let plugin = node("h100-8");
+    let (app, reset, drain) = (
+        plugin.device_id(0),
+        plugin.device_id(1),
+        plugin.device_id(2),
+    );
+    assert_eq!(
+        plugin.inject_xid(&app, 13).expect("xid"),
+        XidClass::Application
+    );
+    assert_eq!(plugin.inject_xid(&reset, 48).expect("xid"), XidClass::Reset);
+    assert_eq!(plugin.inject_xid(&drain, 79).expect("xid"), XidClass::Drain);
+    let inventory = plugin.inventory();
+    let get = |id: &str| inventory.device(id).expect("device").clone();
+    assert!(get(&app).is_healthy());
+    assert_eq!(get(&reset).recovery, Some(DeviceRecovery::Reset));
+    assert!(
+        get(&reset)
+            .health_reason
+            .is_some_and(|r| r.contains("XID 48"))
+    );
+    assert_eq!(get(&drain).recovery, Some(DeviceRecovery::Drain));
+
+    plugin.reset(&reset).expect("a reset mends XID 48");
+    let err = plugin.reset(&drain).expect_err("no reset mends XID 79");
+    assert!(err.to_string().contains(&drain), "{err}");
+    let inventory = plugin.inventory();
+    assert!(inventory.device(&reset).expect("device").is_healthy());
+    let d = inventory.device(&drain).expect("device");
+    assert!(!d.is_healthy());
+    assert!(
+        plugin.inject_xid("GPU-sim-other-0", 48).is_err(),
+        "unknown device"
+    );
+}
