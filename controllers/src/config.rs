@@ -15,12 +15,12 @@ pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_secs(2);
 /// Where node agents renew their node's Lease.
 pub const DEFAULT_NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 /// A node whose lease has not been renewed for this long is unreachable.
-pub const DEFAULT_NODE_MONITOR_GRACE_PERIOD: Duration = Duration::from_secs(40);
+pub const DEFAULT_NODE_MONITOR_GRACE_PERIOD: Duration = Duration::from_secs(15);
 /// How often node health is checked.
 pub const DEFAULT_NODE_MONITOR_PERIOD: Duration = Duration::from_secs(1);
 /// How long pods stay on an unreachable node before they are failed (`NodeLost`), unless they
 /// tolerate the taint for a different time.
-pub const DEFAULT_POD_EVICTION_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_POD_EVICTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Nodes evicted per second in a healthy zone.
 pub const DEFAULT_NODE_EVICTION_RATE: f64 = 0.1;
 /// Nodes evicted per second in a zone where many nodes are unhealthy.

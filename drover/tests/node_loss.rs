@@ -45,9 +45,9 @@ const QUICK: Settings = Settings {
     ],
 };
 
-/// The defaults: agent lease every 10 s, grace 40 s, toleration 30 s.
+/// The defaults: agent lease every 5 s, grace 15 s, toleration 10 s.
 const DEFAULTS: Settings = Settings {
-    lease_interval: "10s",
+    lease_interval: "5s",
     controllers: &[],
 };
 

@@ -32,7 +32,7 @@ use crate::runtime::{PROCESS_RUNTIME, Runtime, oci_runtimes_on_path};
 use crate::state::{StateStore, make_private_dir};
 
 /// Seconds between lease renewals (Kubernetes' kubelet default).
-pub const DEFAULT_LEASE_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_LEASE_INTERVAL: Duration = Duration::from_secs(5);
 /// Seconds between node status refreshes when nothing changed.
 pub const DEFAULT_NODE_STATUS_INTERVAL: Duration = Duration::from_secs(60);
 /// Log size at which a running container's log is rotated.

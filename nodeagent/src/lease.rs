@@ -9,7 +9,7 @@ use drover_client::{Api, Client, ClientError};
 /// The namespace of node leases (Kubernetes' name).
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 /// Seconds a lease stays valid after its renewal (Kubernetes' kubelet default).
-pub const DEFAULT_LEASE_DURATION_SECONDS: i32 = 40;
+pub const DEFAULT_LEASE_DURATION_SECONDS: i32 = 15;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {

@@ -26,8 +26,8 @@ pub struct Args {
     /// ~/.drover/agent).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// How often the node's lease is renewed (e.g. 10s, 500ms, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// How often the node's lease is renewed (e.g. 5s, 500ms, 1m).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub lease_interval: Duration,
     /// Port of the log server the API server proxies `drover logs` to (0 picks one).
     #[arg(long, default_value_t = drover_nodeagent::logserver::DEFAULT_LOG_PORT)]

@@ -28,13 +28,14 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub leader_elect_retry_period: Duration,
     /// A node whose lease is not renewed for this long is marked unreachable.
-    #[arg(long, value_parser = parse_duration, default_value = "40s")]
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
     pub node_monitor_grace_period: Duration,
-    /// How often node health is checked.
+    /// How often a node judged lost (or while leases cannot be seen) is looked at again; a
+    /// healthy node is looked at when its lease changes and when its grace period would end.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub node_monitor_period: Duration,
     /// How long pods stay on an unreachable node before they are failed (NodeLost).
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub pod_eviction_timeout: Duration,
     /// Nodes evicted per second in a healthy zone.
     #[arg(long, default_value_t = defaults::DEFAULT_NODE_EVICTION_RATE)]

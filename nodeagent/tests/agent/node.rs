@@ -73,7 +73,10 @@ async fn registers_node_renews_lease_and_reports_device_failure() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(first.spec.holder_identity.as_deref(), Some("n1"));
-    assert_eq!(first.spec.lease_duration_seconds, Some(40));
+    assert_eq!(
+        first.spec.lease_duration_seconds,
+        Some(drover_nodeagent::lease::DEFAULT_LEASE_DURATION_SECONDS)
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     let later = leases.get("n1").await.expect("lease");
     assert!(
