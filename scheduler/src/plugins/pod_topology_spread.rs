@@ -13,7 +13,6 @@ use drover_api::core::unsatisfiable_action;
 use drover_api::selector::LabelSelector;
 
 use super::inter_pod_affinity::{Scan, every_pod};
-use super::node_affinity::node_matches;
 use crate::cache::labels::{Column, Lookup};
 use crate::cache::terms::{Side, TermSig, plan_counts};
 use crate::cache::{NodeInfo, PlanState, PodInfo};
@@ -21,6 +20,7 @@ use crate::framework::{
     CycleState, Filter, NodeView, Plugin, PreFilter, RegistryError, Score, Status,
     normalize_min_max,
 };
+use crate::shared::node_selection::node_matches;
 
 pub const NAME: &str = "PodTopologySpread";
 pub const REASON: &str = "didn't match pod topology spread constraints";
