@@ -28,7 +28,7 @@
 //! And: FGD asks only whether a share fits a device's leftover, not whether the leftover can be
 //! used up. Free thousandths that no sum of the popular shares (each at least
 //! [`DEFAULT_FILL_MIN_POPULARITY`] of the GPU pods) fills exactly will never hold a pod, so
-//! each costs [`DEFAULT_FILL_WEIGHT`] thousandths of gradient ([`Unfillable`](crate::shared::gradient::Unfillable); in the device
+//! each costs [`DEFAULT_FILL_WEIGHT`] thousandths of gradient ([`Unfillable`]; in the device
 //! choice too): a share goes where what it leaves is still a sum of popular shares.
 //!
 //! What each term is worth on the openb replay, and how its weight was tuned, is in
