@@ -300,7 +300,6 @@ mod tests {
     use super::*;
     use crate::cache::Snapshot;
     use crate::cache::workload::{Shape, classes_of};
-    use crate::shared::gradient::{class_fragment, share_device_for};
     use crate::testing::{GpuProfile, node, pod};
 
     fn class(whole_gpus: u32, share_milli: u32, cpu: &[(i64, f64)]) -> GpuClass {
@@ -320,41 +319,6 @@ mod tests {
     }
 
     #[test]
-    fn fragment_per_class_by_hand() {
-        let gpus = [1000, 1000, 600, 200];
-        // (case, class, fragment)
-        let cases = [
-            ("1 gpu: the partly used ones", class(1, 0, &[(0, 1.0)]), 800),
-            ("4 gpus: only 2 whole, all", class(4, 0, &[(0, 1.0)]), 2800),
-            ("share 500: the 200 left", class(0, 500, &[(0, 1.0)]), 200),
-            ("share 700: 600 and 200", class(0, 700, &[(0, 1.0)]), 800),
-            (
-                "share 1000: both partly used",
-                class(0, 1000, &[(0, 1.0)]),
-                800,
-            ),
-            ("cpu only: every free gpu", class(0, 0, &[(0, 1.0)]), 2800),
-        ];
-        for (name, c, want) in cases {
-            assert_eq!(class_fragment(&gpus, 2800, &c), want, "{name}");
-        }
-    }
-
-    #[test]
-    fn expected_fragmentation_by_hand() {
-        // Half the pods want 4 cores and half a GPU, half 8 cores and one GPU.
-        let classes = [class(0, 500, &[(4000, 0.5)]), class(1, 0, &[(8000, 0.5)])];
-        let gpus = [1000, 600, 200];
-        // 6 cores free: the share fits (200 is its fragment), the whole GPU does not (cpu):
-        // 0.5 × 200 + 0.5 × 1800.
-        assert_eq!(node_fragmentation(6000, &gpus, &classes), 1000.0);
-        // 10 cores free: the whole GPU fits, 600 + 200 partly used: 0.5 × 200 + 0.5 × 800.
-        assert_eq!(node_fragmentation(10_000, &gpus, &classes), 500.0);
-        // Nothing free, nothing fragmented.
-        assert_eq!(node_fragmentation(10_000, &[0, 0], &classes), 0.0);
-    }
-
-    #[test]
     fn cpu_classes_count_only_what_fits() {
         let c = class(
             1,
@@ -365,78 +329,6 @@ mod tests {
         assert_eq!(c.weight_fitting(2000), 0.25);
         assert_eq!(c.weight_fitting(8000), 0.75);
         assert_eq!(c.weight_fitting(64_000), 1.0);
-    }
-
-    #[test]
-    fn gradient_by_hand() {
-        let classes = [class(0, 500, &[(0, 0.5)]), class(1, 0, &[(0, 0.5)])];
-        let cpu = 64_000;
-        // Before: [1000, 600]: 0 for the share, 600 for the whole GPU → 300.
-        let before = node_fragmentation(cpu, &[1000, 600], &classes);
-        assert_eq!(before, 300.0);
-        // A 500 share on the 600 device: [1000, 100] → 0.5 × 100 + 0.5 × 100 = 100 (−200).
-        assert_eq!(
-            node_fragmentation(cpu, &[1000, 100], &classes) - before,
-            -200.0
-        );
-        // On the empty device: [500, 600] → 0 + 0.5 × 1100 = 550 (+250).
-        assert_eq!(
-            node_fragmentation(cpu, &[500, 600], &classes) - before,
-            250.0
-        );
-        assert_eq!(
-            share_device_for(
-                cpu,
-                &[1000, 600],
-                |_| true,
-                500,
-                &classes,
-                &Unfillable::default()
-            ),
-            Some(1)
-        );
-    }
-
-    #[test]
-    fn share_device_follows_the_gradient_not_best_fit() {
-        // Everyone asks for 400: a 300 share on the 400 device strands 100 (best fit would
-        // take it); on an empty device it leaves 700, still good for a 400.
-        let classes = [class(0, 400, &[(0, 1.0)])];
-        let free = [400, 1000, 1000];
-        assert_eq!(
-            share_device_for(
-                64_000,
-                &free,
-                |_| true,
-                300,
-                &classes,
-                &Unfillable::default()
-            ),
-            Some(1)
-        );
-        // Unhealthy devices and devices without room are never chosen.
-        assert_eq!(
-            share_device_for(
-                64_000,
-                &free,
-                |i| i == 0,
-                300,
-                &classes,
-                &Unfillable::default()
-            ),
-            Some(0)
-        );
-        assert_eq!(
-            share_device_for(
-                64_000,
-                &[200],
-                |_| true,
-                300,
-                &classes,
-                &Unfillable::default()
-            ),
-            None
-        );
     }
 
     #[test]
@@ -539,27 +431,5 @@ mod tests {
         assert_eq!(Unfillable::new(&[50], 0.0).of_node(&[30]), 0.0);
         assert_eq!(Unfillable::new(&[], 1.0).of_node(&[30]), 0.0);
         assert!(new(&serde_json::json!({"fillWeight": -1.0})).is_err());
-    }
-
-    #[test]
-    fn shares_leave_what_other_shares_fill() {
-        // Shares of 300 and 400; a 400 share. On the 960 device it leaves 560 (400 fills all
-        // but 160 of it; 960 itself missed only 60), on the empty one 600 (two 300s). FGD alone
-        // sees no fragment either way (both leave room for either share) and takes the fuller
-        // device; counting what no sum of shares fills takes the empty one.
-        let classes = [class(0, 300, &[(0, 0.5)]), class(0, 400, &[(0, 0.5)])];
-        let free = [1000, 960];
-        let off = Unfillable::default();
-        let fill = Unfillable::new(&[300, 400], DEFAULT_FILL_WEIGHT);
-        assert_eq!(fill.of(560) - fill.of(960), 100.0);
-        assert_eq!(fill.of(600) - fill.of(1000), 0.0);
-        assert_eq!(
-            share_device_for(64_000, &free, |_| true, 400, &classes, &off),
-            Some(1)
-        );
-        assert_eq!(
-            share_device_for(64_000, &free, |_| true, 400, &classes, &fill),
-            Some(0)
-        );
     }
 }

@@ -108,3 +108,40 @@ impl Objects {
         PodInfo::with_priority(pod.clone(), priority, never)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::pod;
+
+    #[test]
+    fn a_unit_is_done_with_its_last_pending_pod() {
+        let now = Instant::now();
+        let mut p = Pending::default();
+        let solo = pod("ns", "solo").info();
+        let (a, b) = (
+            pod("ns", "a").gang("g").info(),
+            pod("ns", "b").gang("g").info(),
+        );
+        let g = a.gang.clone().expect("a gang member");
+        for info in [&solo, &a, &b] {
+            p.insert(info.key.clone(), info.clone(), now);
+        }
+        assert_eq!(p.members(&g).count(), 2);
+        assert_eq!(p.gang_since(&g), Some(now));
+        // (removed, whether it was its unit's last pending pod)
+        let cases = [
+            (&solo.key, Some(true)),
+            (&a.key, Some(false)),
+            (&a.key, None),
+            (&b.key, Some(true)),
+        ];
+        for (key, want) in cases {
+            assert_eq!(p.remove(key).map(|(_, last)| last), want, "{key}");
+        }
+        assert_eq!(p.members(&g).count(), 0);
+        assert!(!p.contains(&b.key));
+        p.gang_placed(&g);
+        assert_eq!(p.gang_since(&g), None);
+    }
+}
