@@ -13,6 +13,7 @@ pub mod optimizer;
 pub mod plugins;
 pub mod queue;
 pub mod resources;
+pub mod shared;
 pub mod simulate;
 #[cfg(feature = "testing")]
 pub mod testing;

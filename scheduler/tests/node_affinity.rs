@@ -13,7 +13,8 @@ use drover_api::core::{
 };
 use drover_scheduler::cache::{NodeInfo, PlanState, PodInfo, Snapshot};
 use drover_scheduler::framework::{Code, CycleState, Plugin};
-use drover_scheduler::plugins::node_affinity::{NodeAffinity, node_matches};
+use drover_scheduler::plugins::node_affinity::NodeAffinity;
+use drover_scheduler::shared::node_selection::node_matches;
 use drover_scheduler::testing::{node, pod};
 use proptest::prelude::*;
 

@@ -1,20 +1,26 @@
 //! The pod index: the inter-pod affinity and topology spread pre-filters that visit only the
-//! pods the snapshot's index gives decide and score every node as the ones that scan every pod
-//! do, on random clusters kept incrementally (pods added and removed node by node) and plans
-//! that reserve and evict on top.
+//! pods the snapshot's index gives decide and score every node as a reference that scans every
+//! pod does (`every_pod_affinity`, `every_pod_spread`, below: the plugins have one path, the
+//! indexed one), on random clusters kept incrementally (pods added and removed node by node)
+//! and plans that reserve and evict on top.
 
 use std::sync::Arc;
 
 use drover_api::core::WeightedPodAffinityTerm;
-use drover_api::core::{Affinity, PodAffinity, PodAffinityTerm, TopologySpreadConstraint};
+use drover_api::core::{
+    Affinity, PodAffinity, PodAffinityTerm, TopologySpreadConstraint, unsatisfiable_action,
+};
 use drover_api::selector::{LabelSelector, LabelSelectorRequirement};
 use drover_scheduler::cache::{NodeInfo, Placement, PlanState, PodInfo, Snapshot};
 use drover_scheduler::framework::{CycleState, Plugin};
 use drover_scheduler::plugins::inter_pod_affinity::{
-    AFFINITY_REASON, ANTI_AFFINITY_REASON, EXISTING_ANTI_AFFINITY_REASON, InterPodAffinity, Scan,
+    AFFINITY_REASON, ANTI_AFFINITY_REASON, EXISTING_ANTI_AFFINITY_REASON, InterPodAffinity,
     term_matches,
 };
-use drover_scheduler::plugins::pod_topology_spread::PodTopologySpread;
+use drover_scheduler::plugins::pod_topology_spread::{
+    MISSING_LABEL_REASON, PodTopologySpread, REASON as SPREAD_REASON,
+};
+use drover_scheduler::shared::node_selection::node_matches;
 use drover_scheduler::testing::{node, pod};
 use proptest::prelude::*;
 
@@ -196,7 +202,7 @@ fn make_incoming(i: &Incoming) -> Arc<PodInfo> {
     Arc::new(PodInfo::new(Arc::new(pod)))
 }
 
-/// Per node: (filter code, score) of a plugin's pre-filter as `scan` says.
+/// The pre-filter's code, then per node: (filter code and reasons, score) of a plugin.
 fn decide(plugin: &dyn Plugin, plan: &PlanState<'_>, p: &PodInfo) -> Vec<(String, i64)> {
     let mut st = CycleState::new();
     let pre = plugin
@@ -276,6 +282,146 @@ fn reference_affinity_filter(plan: &PlanState<'_>, p: &PodInfo) -> Vec<String> {
     }
     out
 }
+
+/// Every pod on every node, as the plan sees them, but `p` itself.
+fn other_pods<'a>(plan: &'a PlanState<'_>, p: &PodInfo) -> Vec<(&'a NodeInfo, &'a Arc<PodInfo>)> {
+    plan.nodes()
+        .flat_map(|(_, n)| n.pods.iter().map(move |s| (n, &s.info)))
+        .filter(|(_, q)| q.key != p.key)
+        .collect()
+}
+
+/// InterPodAffinity by visiting every pod: the pre-filter's code, then per node the filter's
+/// verdict and the raw score (preferred terms: their weight, signed, per pod they select in the
+/// node's domain).
+fn every_pod_affinity(plan: &PlanState<'_>, p: &PodInfo) -> Vec<(String, i64)> {
+    let a = p.pod.spec.affinity.as_ref();
+    let mut preferred: Vec<(i64, &PodAffinityTerm)> = Vec::new();
+    for a in a.iter() {
+        for (sign, side) in [(1, &a.pod_affinity), (-1, &a.pod_anti_affinity)] {
+            for w in side
+                .iter()
+                .flat_map(|s| &s.preferred_during_scheduling_ignored_during_execution)
+            {
+                preferred.push((sign * i64::from(w.weight), &w.pod_affinity_term));
+            }
+        }
+    }
+    let ns = p.namespace();
+    let pods = other_pods(plan, p);
+    let scores = plan.nodes().map(|(_, n)| {
+        let mut score = 0;
+        for (w, t) in &preferred {
+            let Some(v) = n.labels().get(&t.topology_key) else {
+                continue;
+            };
+            let selected = pods
+                .iter()
+                .filter(|(m, q)| {
+                    m.labels().get(&t.topology_key) == Some(v) && term_matches(t, ns, &q.pod)
+                })
+                .count() as i64;
+            score += w * selected;
+        }
+        score
+    });
+    let mut out = vec![("Success".to_string(), 0)];
+    out.extend(reference_affinity_filter(plan, p).into_iter().zip(scores));
+    out
+}
+
+/// PodTopologySpread by visiting every pod and node: per constraint, the domains are the values
+/// of the key on nodes the pod's node constraints admit, each counting the pods the selector
+/// matches on them; the pre-filter's code, then per node the filter's verdict (hard
+/// constraints: the node's count plus the pod itself, less the least count, within `maxSkew`)
+/// and the raw score (the node's count over every constraint).
+fn every_pod_spread(plan: &PlanState<'_>, p: &PodInfo) -> Vec<(String, i64)> {
+    struct Counted {
+        key: String,
+        hard: bool,
+        max_skew: i64,
+        self_match: i64,
+        min: i64,
+        counts: std::collections::HashMap<String, i64>,
+    }
+    let pods = other_pods(plan, p);
+    let constraints: Vec<Counted> = p
+        .pod
+        .spec
+        .topology_spread_constraints
+        .iter()
+        .map(|c| {
+            let matches = |q: &PodInfo| {
+                c.label_selector
+                    .as_ref()
+                    .is_some_and(|s| s.matches(q.labels()))
+                    && q.namespace() == p.namespace()
+                    && !q.is_terminating()
+            };
+            let domain = |n: &NodeInfo| {
+                n.labels()
+                    .get(&c.topology_key)
+                    .filter(|_| node_matches(&p.pod, &n.name, n.labels()))
+                    .cloned()
+            };
+            let mut counts: std::collections::HashMap<String, i64> = plan
+                .nodes()
+                .filter_map(|(_, n)| domain(n))
+                .map(|v| (v, 0))
+                .collect();
+            for (n, q) in &pods {
+                if matches(q)
+                    && let Some(v) = domain(n)
+                {
+                    *counts.entry(v).or_default() += 1;
+                }
+            }
+            let mut min = counts.values().copied().min().unwrap_or(0);
+            if c.min_domains
+                .is_some_and(|m| (counts.len() as i64) < i64::from(m))
+            {
+                min = 0;
+            }
+            Counted {
+                key: c.topology_key.clone(),
+                hard: c.when_unsatisfiable != unsatisfiable_action::SCHEDULE_ANYWAY,
+                max_skew: i64::from(c.max_skew.max(1)),
+                self_match: i64::from(matches(p)),
+                min,
+                counts,
+            }
+        })
+        .collect();
+    let mut out = vec![("Success".to_string(), 0)];
+    for (_, n) in plan.nodes() {
+        let n: &NodeInfo = n;
+        let at = |c: &Counted| {
+            n.labels()
+                .get(&c.key)
+                .map(|v| c.counts.get(v).copied().unwrap_or(0))
+        };
+        let mut verdict = "Success []".to_string();
+        for c in constraints.iter().filter(|c| c.hard) {
+            match at(c) {
+                None => {
+                    verdict = format!("UnschedulableAndUnresolvable [{MISSING_LABEL_REASON:?}]");
+                    break;
+                }
+                Some(here) if here + c.self_match - c.min > c.max_skew => {
+                    verdict = format!("Unschedulable [{SPREAD_REASON:?}]");
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+        let score = constraints.iter().map(|c| at(c).unwrap_or(0)).sum();
+        out.push((verdict, score));
+    }
+    out
+}
+
+/// A reference that visits every pod, deciding as [`decide`] reports.
+type ScanEveryPod = fn(&PlanState<'_>, &PodInfo) -> Vec<(String, i64)>;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
@@ -387,26 +533,20 @@ proptest! {
             }
         }
         let incoming = make_incoming(&p);
-        let pairs: [(Box<dyn Plugin>, Box<dyn Plugin>); 2] = [
-            (
-                Box::new(InterPodAffinity::with_scan(Scan::Indexed)),
-                Box::new(InterPodAffinity::with_scan(Scan::EveryPod)),
-            ),
-            (
-                Box::new(PodTopologySpread::with_scan(Scan::Indexed)),
-                Box::new(PodTopologySpread::with_scan(Scan::EveryPod)),
-            ),
-        ];
-        let verdicts: Vec<String> = decide(&*pairs[0].0, &plan, &incoming)
+        let verdicts: Vec<String> = decide(&InterPodAffinity, &plan, &incoming)
             .into_iter()
             .skip(1)
             .map(|(v, _)| v)
             .collect();
         prop_assert_eq!(verdicts, reference_affinity_filter(&plan, &incoming));
-        for (indexed, scanning) in &pairs {
+        let pairs: [(&dyn Plugin, ScanEveryPod); 2] = [
+            (&InterPodAffinity, every_pod_affinity),
+            (&PodTopologySpread, every_pod_spread),
+        ];
+        for (indexed, scanning) in pairs {
             prop_assert_eq!(
-                decide(&**indexed, &plan, &incoming),
-                decide(&**scanning, &plan, &incoming),
+                decide(indexed, &plan, &incoming),
+                scanning(&plan, &incoming),
                 "{}", indexed.name()
             );
         }

@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::cache::{PlanState, PodInfo};
-use crate::framework::{Code, CycleState, Profile};
-use crate::plugins::gang_permit::GangProgress;
+use crate::framework::{Code, CycleState, GangProgress, Profile};
 use crate::resources::GPU_RESOURCE;
 
 use super::diagnosis::Diagnosis;

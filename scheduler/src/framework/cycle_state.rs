@@ -53,6 +53,18 @@ impl CycleState {
     }
 }
 
+/// A gang's progress in the current cycle: written by the gang planner
+/// (`algorithm::gang`), read by permit plugins (GangPermit).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GangProgress {
+    pub gang: String,
+    pub min_member: u32,
+    /// Members already bound (or assumed) before this cycle.
+    pub bound: u32,
+    /// Members reserved in this cycle's plan.
+    pub reserved: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ pub mod status;
 use drover_client::Client;
 use futures::future::BoxFuture;
 
-pub use cycle_state::CycleState;
+pub use cycle_state::{CycleState, GangProgress};
 pub use profile::{PluginConfig, Profile, ProfileConfig, Profiles};
 pub use registry::{Registry, RegistryError};
 pub use status::{Code, Status};

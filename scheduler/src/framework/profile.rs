@@ -1,6 +1,6 @@
 //! Profiles: which plugins run, with which weights and arguments, for pods that name a given
 //! `schedulerName`. The default profile answers `drover` and `default-scheduler` (so plain
-//! Kubernetes manifests work).
+//! Kubernetes manifests work); its plugins are named in `plugins/defaults.rs`.
 
 use std::sync::Arc;
 
@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::Plugin;
 use super::registry::{Registry, RegistryError};
-use crate::plugins;
 
 /// Scheduler names the default profile answers to.
 pub const DEFAULT_SCHEDULER_NAMES: &[&str] = &["drover", "default-scheduler"];
@@ -50,35 +49,6 @@ impl PluginConfig {
 pub struct ProfileConfig {
     pub scheduler_names: Vec<String>,
     pub plugins: Vec<PluginConfig>,
-}
-
-impl Default for ProfileConfig {
-    /// Every filter; GPU-aware scoring (bin-packing and fragmentation for GPU pods, spreading
-    /// for CPU pods); gangs.
-    fn default() -> Self {
-        ProfileConfig {
-            scheduler_names: DEFAULT_SCHEDULER_NAMES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            plugins: vec![
-                PluginConfig::new(plugins::node_name::NAME, 1),
-                PluginConfig::new(plugins::node_unschedulable::NAME, 1),
-                PluginConfig::new(plugins::node_resources_fit::NAME, 1),
-                PluginConfig::new(plugins::node_affinity::NAME, 2),
-                PluginConfig::new(plugins::taint_toleration::NAME, 3),
-                PluginConfig::new(plugins::gpu_topology::NAME, 2),
-                PluginConfig::new(plugins::inter_pod_affinity::NAME, 2),
-                PluginConfig::new(plugins::pod_topology_spread::NAME, 2),
-                PluginConfig::new(plugins::fragmentation::NAME, 3),
-                PluginConfig::new(plugins::most_allocated::NAME, 1)
-                    .with_args(serde_json::json!({"gpuPodsOnly": true})),
-                PluginConfig::new(plugins::least_allocated::NAME, 1)
-                    .with_args(serde_json::json!({"cpuPodsOnly": true})),
-                PluginConfig::new(plugins::gang_permit::NAME, 1),
-            ],
-        }
-    }
 }
 
 /// A built profile: plugins grouped by extension point, in configured order.
@@ -151,15 +121,6 @@ impl Profile {
             }
         }
         Ok(p)
-    }
-
-    /// The default profile, built with the default registry.
-    pub fn default_profile() -> Profile {
-        match Profile::build(&ProfileConfig::default(), &Registry::with_defaults()) {
-            Ok(p) => p,
-            // The default configuration is part of this crate; a test keeps it valid.
-            Err(e) => unreachable!("the default profile is invalid: {e}"),
-        }
     }
 }
 

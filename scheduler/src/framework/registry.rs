@@ -1,11 +1,11 @@
 //! Plugins by name: a registry maps each name to a constructor that validates its arguments.
-//! A new plugin is one file in `plugins/` plus one line in [`Registry::with_defaults`].
+//! A new plugin is one file in `plugins/` plus one line in [`Registry::with_defaults`] (defined
+//! next to the plugins, in `plugins/defaults.rs`, so the framework knows none of them).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::Plugin;
-use crate::plugins;
 
 /// Builds a plugin from its arguments (JSON; `null` for none).
 pub type Constructor = fn(&serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError>;
@@ -53,46 +53,6 @@ pub struct Registry {
 impl Registry {
     pub fn empty() -> Registry {
         Registry::default()
-    }
-
-    /// Every plugin Drover ships.
-    pub fn with_defaults() -> Registry {
-        let mut r = Registry::empty();
-        r.register(
-            plugins::node_resources_fit::NAME,
-            plugins::node_resources_fit::new,
-        );
-        r.register(plugins::node_name::NAME, plugins::node_name::new);
-        r.register(
-            plugins::node_unschedulable::NAME,
-            plugins::node_unschedulable::new,
-        );
-        r.register(plugins::node_affinity::NAME, plugins::node_affinity::new);
-        r.register(
-            plugins::taint_toleration::NAME,
-            plugins::taint_toleration::new,
-        );
-        r.register(
-            plugins::inter_pod_affinity::NAME,
-            plugins::inter_pod_affinity::new,
-        );
-        r.register(
-            plugins::pod_topology_spread::NAME,
-            plugins::pod_topology_spread::new,
-        );
-        r.register(plugins::gpu_topology::NAME, plugins::gpu_topology::new);
-        r.register(plugins::most_allocated::NAME, plugins::most_allocated::new);
-        r.register(
-            plugins::least_allocated::NAME,
-            plugins::least_allocated::new,
-        );
-        // Fragmentation reads only free shape; the adapter says so (see `shape_only`).
-        r.register(
-            plugins::fragmentation::NAME,
-            plugins::shape_only::fragmentation,
-        );
-        r.register(plugins::gang_permit::NAME, plugins::gang_permit::new);
-        r
     }
 
     pub fn register(&mut self, name: &'static str, constructor: Constructor) {

@@ -226,107 +226,194 @@ fn greedy_defrag(req: &DefragRequest) -> Option<DefragPlan> {
 /// A node class: free shape, and the sorted pod classes it runs when it is a candidate.
 type ClassKey = (Shape, Option<Vec<usize>>);
 
-/// The class model, solved by microlp within `req.budget`.
-fn solve_defrag(req: &DefragRequest) -> Result<Option<DefragPlan>, Error> {
-    // Pod classes of movable pods on eligible nodes.
-    let mut shapes: Vec<Shape> = Vec::new();
-    let mut index: BTreeMap<Shape, usize> = BTreeMap::new();
-    let mut pod_class = |s: &Shape| {
-        *index.entry(s.clone()).or_insert_with(|| {
-            shapes.push(s.clone());
-            shapes.len() - 1
-        })
-    };
-    // Receiver classes: (free shape, content or None for non-candidates) → nodes sorted by cost.
-    let mut classes: BTreeMap<ClassKey, Vec<usize>> = BTreeMap::new();
-    for (i, node) in req.nodes.iter().enumerate() {
-        let content = eligible(req, node).then(|| {
-            let mut c: Vec<usize> = node.movable.iter().map(|p| pod_class(&p.request)).collect();
-            c.sort_unstable();
-            c
-        });
-        classes
-            .entry((node.free.clone(), content))
-            .or_default()
-            .push(i);
-    }
-    let classes: Vec<(ClassKey, Vec<usize>)> = classes
-        .into_iter()
-        .map(|(k, mut v)| {
-            v.sort_by(|&a, &b| {
-                node_cost(&req.nodes[a])
-                    .total_cmp(&node_cost(&req.nodes[b]))
-                    .then(a.cmp(&b))
-            });
-            (k, v)
-        })
-        .collect();
-    let np = shapes.len();
-    let all: Vec<usize> = (0..np).collect();
+/// The classes the model is written over.
+struct Classes {
+    /// Pod classes (shapes) of movable pods on eligible nodes, by index.
+    shapes: Vec<Shape>,
+    /// Shape → its index in `shapes`.
+    index: BTreeMap<Shape, usize>,
+    /// Node classes, each with its nodes sorted by cost (cheapest first); a class whose key has
+    /// no content holds nodes that can only receive.
+    nodes: Vec<(ClassKey, Vec<usize>)>,
+}
 
-    let mut pv = ProblemVariables::new();
-    let mut obj = Expression::default();
-    let mut cons = Vec::new();
-    let mut freed_total = Expression::default();
-    let mut demand = vec![Expression::default(); np];
-    let mut supply = vec![Expression::default(); np];
-    let mut m_vars: Vec<Option<Variable>> = Vec::new();
-    let mut n_vars: Vec<Vec<(Vec<u32>, Variable)>> = Vec::new();
-    for ((free, content), nodes) in &classes {
-        let count = nodes.len() as f64;
-        let m = content.as_ref().map(|content| {
-            let m = pv.add(
-                variable()
-                    .integer()
-                    .min(0)
-                    .max(count.min(f64::from(req.target))),
-            );
-            let mut segs = Expression::default();
-            for &i in nodes.iter().take(req.target as usize) {
-                let s = pv.add(variable().min(0).max(1));
-                obj.add_mul(node_cost(&req.nodes[i]), s);
-                segs.add_mul(1.0, s);
-            }
-            cons.push(segs.eq(m));
-            freed_total.add_mul(1.0, m);
-            for &p in content {
-                demand[p].add_mul(1.0, m);
-            }
-            m
-        });
-        let patterns = maximal_patterns(free, &shapes, &all, super::patterns::DEFAULT_MAX_PATTERNS)
-            .ok_or(Error::ModelTooLarge {
-                shape_group: n_vars.len(),
-                limit: super::patterns::DEFAULT_MAX_PATTERNS,
-            })?;
+impl Classes {
+    fn of(req: &DefragRequest) -> Classes {
+        let mut shapes: Vec<Shape> = Vec::new();
+        let mut index: BTreeMap<Shape, usize> = BTreeMap::new();
+        let mut pod_class = |s: &Shape| {
+            *index.entry(s.clone()).or_insert_with(|| {
+                shapes.push(s.clone());
+                shapes.len() - 1
+            })
+        };
+        // Receiver classes: (free shape, content or None for non-candidates) → nodes.
+        let mut classes: BTreeMap<ClassKey, Vec<usize>> = BTreeMap::new();
+        for (i, node) in req.nodes.iter().enumerate() {
+            let content = eligible(req, node).then(|| {
+                let mut c: Vec<usize> =
+                    node.movable.iter().map(|p| pod_class(&p.request)).collect();
+                c.sort_unstable();
+                c
+            });
+            classes
+                .entry((node.free.clone(), content))
+                .or_default()
+                .push(i);
+        }
+        let nodes = classes
+            .into_iter()
+            .map(|(k, mut v)| {
+                v.sort_by(|&a, &b| {
+                    node_cost(&req.nodes[a])
+                        .total_cmp(&node_cost(&req.nodes[b]))
+                        .then(a.cmp(&b))
+                });
+                (k, v)
+            })
+            .collect();
+        Classes {
+            shapes,
+            index,
+            nodes,
+        }
+    }
+}
+
+/// The model's variables, per node class.
+struct Vars {
+    /// How many of the class's nodes are freed (`None`: the class cannot be freed).
+    freed: Vec<Option<Variable>>,
+    /// (pattern, how many of the class's nodes that stay receive pods as it says).
+    receivers: Vec<Vec<(Vec<u32>, Variable)>>,
+}
+
+/// The model as it is written; the order of variables and constraints is the solver's.
+struct Builder<'a> {
+    req: &'a DefragRequest,
+    pv: ProblemVariables,
+    /// GPU-hours moved (plus a tiny cost per receiving node).
+    cost: Expression,
+    constraints: Vec<good_lp::Constraint>,
+    /// Nodes freed, over every class.
+    freed_total: Expression,
+    /// Per pod class: pods that must move (on freed nodes) and slots that receive them.
+    demand: Vec<Expression>,
+    supply: Vec<Expression>,
+    /// Every pod class, for the patterns.
+    all_shapes: Vec<usize>,
+}
+
+/// A written model: its variables, the problem's variables, the objective and the constraints.
+type Written = (Vars, ProblemVariables, Expression, Vec<good_lp::Constraint>);
+
+impl<'a> Builder<'a> {
+    /// How many nodes of a candidate class (`nodes`, cheapest first, running `content`) are
+    /// freed: always its cheapest, by a convex piecewise cost of one `[0, 1]` segment per node.
+    fn freed(&mut self, nodes: &[usize], content: &[usize]) -> Variable {
+        let (req, count) = (self.req, nodes.len() as f64);
+        let m = self.pv.add(
+            variable()
+                .integer()
+                .min(0)
+                .max(count.min(f64::from(req.target))),
+        );
+        let mut segs = Expression::default();
+        for &i in nodes.iter().take(req.target as usize) {
+            let s = self.pv.add(variable().min(0).max(1));
+            self.cost.add_mul(node_cost(&req.nodes[i]), s);
+            segs.add_mul(1.0, s);
+        }
+        self.constraints.push(segs.eq(m));
+        self.freed_total.add_mul(1.0, m);
+        for &p in content {
+            self.demand[p].add_mul(1.0, m);
+        }
+        m
+    }
+
+    /// How many of a class's nodes that stay receive by each pattern that fits its free shape:
+    /// no more than the nodes not freed.
+    fn receivers(
+        &mut self,
+        free: &Shape,
+        count: f64,
+        freed: Option<Variable>,
+        classes: &Classes,
+        class: usize,
+    ) -> Result<Vec<(Vec<u32>, Variable)>, Error> {
+        let patterns = maximal_patterns(
+            free,
+            &classes.shapes,
+            &self.all_shapes,
+            super::patterns::DEFAULT_MAX_PATTERNS,
+        )
+        .ok_or(Error::ModelTooLarge {
+            shape_group: class,
+            limit: super::patterns::DEFAULT_MAX_PATTERNS,
+        })?;
         let mut used = Expression::default();
         let mut vars = Vec::new();
         for pat in patterns {
-            let v = pv.add(variable().integer().min(0).max(count));
+            let v = self.pv.add(variable().integer().min(0).max(count));
             // A tiny cost per receiving node keeps moves on few nodes.
-            obj.add_mul(1e-6, v);
+            self.cost.add_mul(1e-6, v);
             used.add_mul(1.0, v);
             for (p, &a) in pat.iter().enumerate() {
                 if a > 0 {
-                    supply[p].add_mul(f64::from(a), v);
+                    self.supply[p].add_mul(f64::from(a), v);
                 }
             }
             vars.push((pat, v));
         }
         let mut limit = Expression::from(count);
-        if let Some(m) = m {
+        if let Some(m) = freed {
             limit.add_mul(-1.0, m);
         }
-        cons.push(used.leq(limit));
-        m_vars.push(m);
-        n_vars.push(vars);
+        self.constraints.push(used.leq(limit));
+        Ok(vars)
     }
-    cons.push(freed_total.geq(f64::from(req.target)));
-    for (d, s) in demand.into_iter().zip(supply) {
-        cons.push(d.leq(s));
+
+    /// Every variable and constraint: per class, nodes freed and receivers; then at least the
+    /// target freed, and every pod that must move has a slot.
+    fn build(req: &'a DefragRequest, classes: &Classes) -> Result<Written, Error> {
+        let np = classes.shapes.len();
+        let mut b = Builder {
+            req,
+            pv: ProblemVariables::new(),
+            cost: Expression::default(),
+            constraints: Vec::new(),
+            freed_total: Expression::default(),
+            demand: vec![Expression::default(); np],
+            supply: vec![Expression::default(); np],
+            all_shapes: (0..np).collect(),
+        };
+        let mut vars = Vars {
+            freed: Vec::new(),
+            receivers: Vec::new(),
+        };
+        for ((free, content), nodes) in &classes.nodes {
+            let m = content.as_ref().map(|content| b.freed(nodes, content));
+            let class = vars.receivers.len();
+            let receivers = b.receivers(free, nodes.len() as f64, m, classes, class)?;
+            vars.freed.push(m);
+            vars.receivers.push(receivers);
+        }
+        let mut constraints = b.constraints;
+        constraints.push(b.freed_total.geq(f64::from(req.target)));
+        for (d, s) in b.demand.into_iter().zip(b.supply) {
+            constraints.push(d.leq(s));
+        }
+        Ok((vars, b.pv, b.cost, constraints))
     }
-    let mut lp = pv.minimise(obj).using(microlp);
-    for c in cons {
+}
+
+/// The class model, solved by microlp within `req.budget`.
+fn solve_defrag(req: &DefragRequest) -> Result<Option<DefragPlan>, Error> {
+    let classes = Classes::of(req);
+    let (vars, pv, cost, constraints) = Builder::build(req, &classes)?;
+    let mut lp = pv.minimise(cost).using(microlp);
+    for c in constraints {
         lp.add_constraint(c);
     }
     let solution = match lp.with_time_limit(req.budget.as_secs_f64()).solve() {
@@ -339,17 +426,31 @@ fn solve_defrag(req: &DefragRequest) -> Result<Option<DefragPlan>, Error> {
         }
     };
     let value = |v: Variable| solution.value(v).round().max(0.0) as usize;
+    decode(req, &classes, &vars, value).map(Some)
+}
 
-    // Decode: the cheapest m nodes of each class are freed; the rest receive by pattern.
+/// The plan the solver's values say: the cheapest `freed` nodes of each class are freed, the
+/// rest receive by pattern, and each pod of a freed node moves to the next slot of its class.
+fn decode(
+    req: &DefragRequest,
+    classes: &Classes,
+    vars: &Vars,
+    value: impl Fn(Variable) -> usize,
+) -> Result<DefragPlan, Error> {
+    let np = classes.shapes.len();
     let mut freed = Vec::new();
     let mut slots: Vec<std::collections::VecDeque<(usize, u32)>> = vec![Default::default(); np];
-    for (((_, _), nodes), (m, vars)) in classes.iter().zip(m_vars.iter().zip(&n_vars)) {
-        let m = m.map_or(0, value).min(nodes.len());
+    for ((_, nodes), (m, receivers)) in classes
+        .nodes
+        .iter()
+        .zip(vars.freed.iter().zip(&vars.receivers))
+    {
+        let m = m.map_or(0, &value).min(nodes.len());
         freed.extend_from_slice(&nodes[..m]);
-        let mut receivers = nodes[m..].iter();
-        for (pat, v) in vars {
+        let mut stay = nodes[m..].iter();
+        for (pat, v) in receivers {
             for _ in 0..value(*v) {
-                let Some(&j) = receivers.next() else {
+                let Some(&j) = stay.next() else {
                     return Err(Error::InvalidPlan {
                         reason: "defrag receivers over-used".into(),
                     });
@@ -368,7 +469,7 @@ fn solve_defrag(req: &DefragRequest) -> Result<Option<DefragPlan>, Error> {
         let node = &req.nodes[i];
         cost += node_cost(node);
         for pod in &node.movable {
-            let p = index.get(&pod.request).copied().unwrap_or(0);
+            let p = classes.index.get(&pod.request).copied().unwrap_or(0);
             let Some(front) = slots[p].front_mut() else {
                 return Err(Error::InvalidPlan {
                     reason: "defrag slots exhausted".into(),
@@ -385,10 +486,10 @@ fn solve_defrag(req: &DefragRequest) -> Result<Option<DefragPlan>, Error> {
             }
         }
     }
-    Ok(Some(DefragPlan {
+    Ok(DefragPlan {
         freed: freed.iter().map(|&i| req.nodes[i].name.clone()).collect(),
         moves,
         cost,
         source: Source::Solver,
-    }))
+    })
 }

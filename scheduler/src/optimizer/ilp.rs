@@ -1,12 +1,17 @@
 //! The mixed-integer model over classes, built with good_lp and solved by microlp.
 //!
 //! Variables (all integer; symmetry is broken by construction, since nodes of a class are never
-//! told apart):
-//! - `n[c][k]`: nodes of class `c` running pattern `k` ([`super::patterns`]); `Σ_k n ≤ count`.
-//! - `x[pool][s]`: pooled single pods (same request, same weight) on shape group `s` (classes with
-//!   the same free shape, any domain).
-//! - `y[g]` binary: gang `g` placed; `x[g][i][s]` its pods of group `i` on shape group `s`, or per
-//!   class `x[g][i][c]` when the gang has a topology, with `z[g][d]` binary for its domain.
+//! told apart), named as `solve::Vars` names them:
+//! - `pattern_nodes[c][k]`: nodes of class `c` running pattern `k` ([`super::patterns`]);
+//!   `Σ_k ≤ count`.
+//! - `pool_placed[pool][s]`: pooled single pods (same request, same weight) on shape group `s`
+//!   (classes with the same free shape, any domain).
+//! - `gang_placed[g]` binary: gang `g` placed; `members_at[g][i][s]` its pods of group `i` on
+//!   shape group `s`, or per class `members_at[g][i][c]` when the gang has a topology, with
+//!   `in_domain[g][d]` binary for its domain (and `compact[g]` for a preferred topology kept).
+//!
+//! `solve` writes each constraint family with one builder method (node patterns, pools, gangs
+//! and their domains, capacity).
 //!
 //! Capacity: per class and pod class for the per-class variables, and per shape group and pod class
 //! for everything (pods without topology may use any domain's leftover slots, which is exact because

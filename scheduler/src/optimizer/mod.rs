@@ -24,7 +24,7 @@
 //! # How it works
 //!
 //! - [`greedy`]: largest gangs first, best fit by GPU; microseconds per pod.
-//! - The model ([`ilp`], [`solve`]): integer counts of pods per pod class per node class and of
+//! - The model (`ilp`, `solve`): integer counts of pods per pod class per node class and of
 //!   nodes per *pattern* (a way pods can share one node), so per-node fit is exact while symmetry
 //!   between identical nodes never appears. Single pods with the same request and weight are pooled
 //!   into one count. Solved with good_lp's pure-Rust microlp backend (no system libraries), warm

@@ -8,14 +8,14 @@ use good_lp::Variable;
 
 use super::ilp::Model;
 use super::model::{Plan, Problem, Topology};
-use super::solve::VarsView;
+use super::solve::Vars;
 
 /// Values for every model variable that reproduce `plan`, or `None` when some node content of the
 /// plan is covered by no pattern (then the solver starts cold).
 pub(crate) fn warm_start(
     problem: &Problem,
     model: &Model,
-    vars: &VarsView<'_>,
+    vars: &Vars,
     plan: &Plan,
 ) -> Option<Vec<(Variable, f64)>> {
     // Order does not matter to the solver, so a hash map is fine here.
@@ -29,7 +29,7 @@ pub(crate) fn warm_start(
             let k = patterns
                 .iter()
                 .position(|pat| pat.iter().zip(&u.content).all(|(a, b)| a >= b))?;
-            set(*vars.n.get(c)?.get(k)?, f64::from(u.nodes));
+            set(*vars.pattern_nodes.get(c)?.get(k)?, f64::from(u.nodes));
         }
     }
     let class_of = |g: usize| {
@@ -38,7 +38,7 @@ pub(crate) fn warm_start(
             .and_then(|p| p.assignments.first())
             .map(|a| a.node_class)
     };
-    for (pool, xs) in model.pools.iter().zip(vars.pools) {
+    for (pool, xs) in model.pools.iter().zip(&vars.pool_placed) {
         for &g in &pool.members {
             let Some(c) = class_of(g) else { continue };
             let s = model.class_group[c];
@@ -51,7 +51,7 @@ pub(crate) fn warm_start(
         if !placement.placed {
             continue;
         }
-        set(vars.y[gi], 1.0);
+        set(vars.gang_placed[gi], 1.0);
         let mut domains = BTreeSet::new();
         for a in &placement.assignments {
             let loc = if gm.per_class {
@@ -60,7 +60,7 @@ pub(crate) fn warm_start(
                 model.class_group[a.node_class]
             };
             let gx = gm.groups.iter().position(|grp| grp.group == a.group)?;
-            let &(_, v) = vars.x[gi][gx].iter().find(|(l, _)| *l == loc)?;
+            let &(_, v) = vars.members_at[gi][gx].iter().find(|(l, _)| *l == loc)?;
             set(v, f64::from(a.count));
             domains.insert(model.class_domain[a.node_class]);
         }
@@ -71,7 +71,7 @@ pub(crate) fn warm_start(
         };
         if gang.topology != Topology::None
             && let Some(d) = single
-            && let Some(&(_, zv)) = vars.z[gi].iter().find(|(zd, _)| *zd == d)
+            && let Some(&(_, zv)) = vars.in_domain[gi].iter().find(|(zd, _)| *zd == d)
         {
             set(zv, 1.0);
             if let Some(s) = vars.compact[gi] {

@@ -5,20 +5,9 @@
 use std::sync::Arc;
 
 use crate::cache::PodInfo;
-use crate::framework::{CycleState, Permit, Plugin, RegistryError, Status};
+use crate::framework::{CycleState, GangProgress, Permit, Plugin, RegistryError, Status};
 
 pub const NAME: &str = "GangPermit";
-
-/// A gang's progress in the current cycle, kept by the gang planner.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GangProgress {
-    pub gang: String,
-    pub min_member: u32,
-    /// Members already bound (or assumed) before this cycle.
-    pub bound: u32,
-    /// Members reserved in this cycle's plan.
-    pub reserved: u32,
-}
 
 #[derive(Debug, Default)]
 pub struct GangPermit;

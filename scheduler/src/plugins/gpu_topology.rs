@@ -2,20 +2,17 @@
 //! can be chosen. Score: how well connected the best set is (NVSwitch/NVLink over PCIe, one NUMA
 //! node). Reserve: writes the chosen device ids into the placement. Unhealthy devices are never
 //! chosen; a GPU share goes to the device the fragmentation gradient prefers
-//! ([`fragmentation::share_device`]) when the cycle has one, else to the partly used device it
-//! fits best; never past one device.
+//! ([`gradient::share_device`](crate::shared::gradient::share_device)) when the cycle has one,
+//! else to the partly used device it fits best; never past one device. The choice itself is
+//! [`crate::shared::devices`], which Fragmentation scores with too.
 
 use std::sync::Arc;
 
-use drover_api::core::DeviceAssignment;
-
-use super::fragmentation;
-use crate::cache::topology::bits;
 use crate::cache::{NodeInfo, Placement, PodInfo};
 use crate::framework::{
     CycleState, Filter, NodeView, Plugin, PluginError, RegistryError, Reserve, Score, Status,
 };
-use crate::resources::{GPU_RESOURCE, GPU_SHARE_RESOURCE};
+use crate::shared::devices::{assignments, choose, choose_in};
 
 pub const NAME: &str = "GpuTopology";
 pub const REASON: &str = "insufficient healthy devices";
@@ -25,117 +22,6 @@ pub struct GpuTopology;
 
 pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
     Ok(Arc::new(GpuTopology))
-}
-
-/// The devices chosen on one node: per device set, a mask of whole devices, or one device for
-/// a share.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DeviceChoice {
-    /// (device set index, whole devices mask)
-    pub whole: Vec<(usize, u64)>,
-    /// (device set index, device index, thousandths)
-    pub share: Option<(usize, usize, u32)>,
-}
-
-/// The best devices for the pod on the node, or `None` when they cannot be had. A pod that
-/// asks for no device gets an empty choice.
-pub fn choose(pod: &PodInfo, node: &NodeInfo) -> Option<DeviceChoice> {
-    let mut c = DeviceChoice::default();
-    for (si, set) in node.devices.iter().enumerate() {
-        let wanted = pod.request.res.scalar(&set.resource).max(0) as u32;
-        if wanted > 0 {
-            c.whole
-                .push((si, set.topology.choose(set.whole_free_mask(), wanted)?));
-        }
-        let share = pod.request.gpu_share_milli;
-        if share > 0 && *set.resource == *GPU_RESOURCE {
-            c.share = Some((si, set.choose_share(share)?, share));
-        }
-    }
-    if pod.request.gpu_share_milli > 0 && c.share.is_none() {
-        return None;
-    }
-    Some(c)
-}
-
-/// [`choose`], with a GPU share on the device the fragmentation gradient prefers for this cycle
-/// (when it offers one that is healthy, holds the share and is not among the pod's whole
-/// devices); the best-fit device otherwise.
-pub fn choose_in(state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Option<DeviceChoice> {
-    let mut c = choose(pod, node)?;
-    if let Some((si, _, milli)) = c.share
-        && let Some(di) = fragmentation::share_device(state, pod, node)
-    {
-        let set = &node.devices[si];
-        let taken = c
-            .whole
-            .iter()
-            .any(|(s, m)| *s == si && di < 64 && m & (1 << di) != 0);
-        if set.is_healthy(di) && set.free_milli.get(di).is_some_and(|f| *f >= milli) && !taken {
-            c.share = Some((si, di, milli));
-        }
-    }
-    Some(c)
-}
-
-/// The device assignments of a choice, split over the containers by what each asks for.
-pub fn assignments(pod: &PodInfo, node: &NodeInfo, c: &DeviceChoice) -> Vec<DeviceAssignment> {
-    let containers = &pod.pod.spec.containers;
-    let first = containers
-        .first()
-        .map(|c| c.name.clone())
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for (si, mask) in &c.whole {
-        let set = &node.devices[*si];
-        let mut ids: Vec<String> = bits(*mask)
-            .iter()
-            .map(|&b| set.ids[b].to_string())
-            .collect();
-        for ct in containers {
-            let n = ct
-                .resources
-                .effective_requests()
-                .get(&*set.resource)
-                .map_or(0, |q| q.value().max(0) as usize)
-                .min(ids.len());
-            if n > 0 {
-                let rest = ids.split_off(n);
-                out.push(DeviceAssignment {
-                    container: ct.name.clone(),
-                    resource: set.resource.to_string(),
-                    ids: std::mem::replace(&mut ids, rest),
-                    share_milli: None,
-                });
-            }
-        }
-        if !ids.is_empty() {
-            out.push(DeviceAssignment {
-                container: first.clone(),
-                resource: set.resource.to_string(),
-                ids,
-                share_milli: None,
-            });
-        }
-    }
-    if let Some((si, di, milli)) = c.share {
-        let set = &node.devices[si];
-        let container = containers
-            .iter()
-            .find(|ct| {
-                ct.resources
-                    .effective_requests()
-                    .contains_key(GPU_SHARE_RESOURCE)
-            })
-            .map_or(first, |ct| ct.name.clone());
-        out.push(DeviceAssignment {
-            container,
-            resource: set.resource.to_string(),
-            ids: vec![set.ids[di].to_string()],
-            share_milli: Some(milli),
-        });
-    }
-    out
 }
 
 impl Plugin for GpuTopology {
@@ -206,7 +92,10 @@ impl Reserve for GpuTopology {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::GPU_RESOURCE;
+    use crate::shared::gradient;
     use crate::testing::{GpuProfile, node, pod};
+    use drover_api::core::DeviceAssignment;
 
     fn ids(p: &Placement) -> Vec<String> {
         p.devices.iter().flat_map(|d| d.ids.clone()).collect()
@@ -312,7 +201,6 @@ mod tests {
     #[test]
     fn shares_follow_the_fragmentation_gradient() {
         use crate::cache::{PlanState, Snapshot};
-        use crate::framework::PreFilter;
         // Device 0 has 400 left. Best fit would put a 300 share there and strand 100; the
         // gradient (measured against the pod's own shape, nothing learnt yet) takes a fresh
         // device and leaves 700, still good for another 300.
@@ -322,8 +210,14 @@ mod tests {
         assert_eq!(reserve(&n, &p), Some(names("l", &[0])), "best fit");
         let snap = Snapshot::default();
         let mut state = CycleState::new();
-        fragmentation::Fragmentation::default().pre_filter(&mut state, &p, &PlanState::new(&snap));
-        let hinted = fragmentation::share_device(&state, &p, &n);
+        // What Fragmentation's pre-filter writes, with its default fill arguments.
+        state.insert(gradient::WorkloadShapes::measure(
+            PlanState::new(&snap).workload(),
+            &p,
+            0.01,
+            1.0,
+        ));
+        let hinted = gradient::share_device(&state, &p, &n);
         assert!(hinted.is_some_and(|d| d != 0), "{hinted:?}");
         let choice = choose_in(&state, &p, &n).unwrap();
         assert_eq!(

@@ -29,51 +29,19 @@ pub const ANTI_AFFINITY_REASON: &str = "didn't match pod anti-affinity rules";
 pub const EXISTING_ANTI_AFFINITY_REASON: &str = "didn't satisfy existing pods anti-affinity rules";
 
 #[derive(Debug, Default)]
-pub struct InterPodAffinity {
-    scan: Scan,
-}
+pub struct InterPodAffinity;
 
 pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
-    Ok(Arc::new(InterPodAffinity::default()))
-}
-
-impl InterPodAffinity {
-    /// The plugin finding pods as `scan` says ([`Scan::EveryPod`]: the reference).
-    pub fn with_scan(scan: Scan) -> InterPodAffinity {
-        InterPodAffinity { scan }
-    }
-}
-
-/// How a pre-filter finds the pods a selector may match.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Scan {
-    /// The snapshot's pod index (only pods carrying a label the selector needs).
-    #[default]
-    Indexed,
-    /// Every pod on every node (the reference the index is tested against).
-    EveryPod,
-}
-
-/// Calls `f` with every pod on every node, as the plan sees them.
-pub(crate) fn every_pod(cluster: &PlanState<'_>, mut f: impl FnMut(&NodeInfo, &Arc<PodInfo>)) {
-    for (_, node) in cluster.nodes() {
-        for slot in &node.pods {
-            f(node, &slot.info);
-        }
-    }
+    Ok(Arc::new(InterPodAffinity))
 }
 
 /// Calls `f` with the pods `t`'s selector may match (a superset; `f` matches).
 fn pods_selected(
     cluster: &PlanState<'_>,
-    scan: Scan,
     t: &PodAffinityTerm,
     f: impl FnMut(&NodeInfo, &Arc<PodInfo>),
 ) {
-    match scan {
-        Scan::Indexed => cluster.for_pods_selected(t.label_selector.as_ref(), f),
-        Scan::EveryPod => every_pod(cluster, f),
-    }
+    cluster.for_pods_selected(t.label_selector.as_ref(), f)
 }
 
 /// Flag of a domain where a pod a required affinity term selects runs.
@@ -322,10 +290,9 @@ impl PreFilter for InterPodAffinity {
             .collect();
         let ns = pod.namespace();
         let mut any_affinity_match = false;
-        let scan = self.scan;
         for (i, t) in aff.iter().enumerate() {
             let d = &mut s.affinity[i];
-            pods_selected(cluster, scan, t, |node, q| {
+            pods_selected(cluster, t, |node, q| {
                 if q.key != pod.key && term_matches(t, ns, &q.pod) {
                     any_affinity_match = true;
                     d.add(node, MATCHED);
@@ -337,13 +304,12 @@ impl PreFilter for InterPodAffinity {
             let d = domain_of(&mut s.anti, &t.topology_key, cluster);
             // A term some pod on a node carries too (a group anti-affine to itself) is counted
             // by the index: no pod to visit.
-            let counted = (scan == Scan::Indexed)
-                .then(|| terms.get(&TermSig::anti_affinity(t, ns)))
-                .flatten()
+            let counted = terms
+                .get(&TermSig::anti_affinity(t, ns))
                 .and_then(|e| plan_counts(cluster, e, Side::Matched, &pod.key));
             match counted {
                 Some(c) => d.add_counts(&c, OWN_ANTI),
-                None => pods_selected(cluster, scan, t, |node, q| {
+                None => pods_selected(cluster, t, |node, q| {
                     if q.key != pod.key && term_matches(t, ns, &q.pod) {
                         d.add(node, OWN_ANTI);
                     }
@@ -352,7 +318,7 @@ impl PreFilter for InterPodAffinity {
         }
         for (w, t) in &preferred {
             let p = &mut s.preferred;
-            pods_selected(cluster, scan, t, |node, q| {
+            pods_selected(cluster, t, |node, q| {
                 if q.key != pod.key
                     && term_matches(t, ns, &q.pod)
                     && let Some(v) = node.labels().get(&t.topology_key)
@@ -362,55 +328,34 @@ impl PreFilter for InterPodAffinity {
             });
         }
         let sets = &mut s.anti;
-        match scan {
-            Scan::Indexed => {
-                // Every term a pod on a node carries is in the index, with where its carriers
-                // run; the plan's pods are recounted for the terms the index knows, and
-                // visited for those it does not.
-                for e in terms.selecting(pod.labels()) {
-                    if e.sig.kind != TermKind::AntiAffinity || !e.sig.selects(pod) {
-                        continue;
-                    }
-                    if let Some(c) = plan_counts(cluster, e, Side::Owners, &pod.key) {
-                        domain_of(sets, &e.sig.topology_key, cluster).add_counts(&c, EXISTING_ANTI);
-                    }
-                }
-                for n in cluster.changed_nodes() {
-                    let Some(node) = cluster.node(n) else {
-                        continue;
-                    };
-                    for q in node.pods.iter().map(|s| &s.info) {
-                        if q.key == pod.key || !q.has_required_anti_affinity() {
-                            continue;
-                        }
-                        for t in required_anti(&q.pod) {
-                            if terms
-                                .get(&TermSig::anti_affinity(t, q.namespace()))
-                                .is_none()
-                                && term_matches(t, q.namespace(), &pod.pod)
-                            {
-                                domain_of(sets, &t.topology_key, cluster).add(node, EXISTING_ANTI);
-                            }
-                        }
-                    }
-                }
+        // Every term a pod on a node carries is in the index, with where its carriers
+        // run; the plan's pods are recounted for the terms the index knows, and
+        // visited for those it does not.
+        for e in terms.selecting(pod.labels()) {
+            if e.sig.kind != TermKind::AntiAffinity || !e.sig.selects(pod) {
+                continue;
             }
-            Scan::EveryPod => {
-                let mut last = usize::MAX;
-                every_pod(cluster, |node, q| {
-                    if q.key == pod.key {
-                        return;
+            if let Some(c) = plan_counts(cluster, e, Side::Owners, &pod.key) {
+                domain_of(sets, &e.sig.topology_key, cluster).add_counts(&c, EXISTING_ANTI);
+            }
+        }
+        for n in cluster.changed_nodes() {
+            let Some(node) = cluster.node(n) else {
+                continue;
+            };
+            for q in node.pods.iter().map(|s| &s.info) {
+                if q.key == pod.key || !q.has_required_anti_affinity() {
+                    continue;
+                }
+                for t in required_anti(&q.pod) {
+                    if terms
+                        .get(&TermSig::anti_affinity(t, q.namespace()))
+                        .is_none()
+                        && term_matches(t, q.namespace(), &pod.pod)
+                    {
+                        domain_of(sets, &t.topology_key, cluster).add(node, EXISTING_ANTI);
                     }
-                    for t in required_anti(&q.pod) {
-                        if term_matches(t, q.namespace(), &pod.pod) {
-                            // The set of the last term's key: a group's terms share their key.
-                            if sets.get(last).is_none_or(|d| d.key != t.topology_key) {
-                                last = key_index(sets, &t.topology_key, cluster);
-                            }
-                            sets[last].add(node, EXISTING_ANTI);
-                        }
-                    }
-                })
+                }
             }
         }
         s.first_of_group = !any_affinity_match && aff.iter().all(|t| term_matches(t, ns, &pod.pod));
@@ -557,13 +502,9 @@ mod tests {
         for (name, p, want) in cases {
             let plan = PlanState::new(&snap);
             let mut st = CycleState::new();
-            InterPodAffinity::default().pre_filter(&mut st, &p, &plan);
+            InterPodAffinity.pre_filter(&mut st, &p, &plan);
             let got: Vec<Code> = (0..3)
-                .map(|i| {
-                    InterPodAffinity::default()
-                        .filter(&st, &p, plan.node(i).unwrap())
-                        .code
-                })
+                .map(|i| InterPodAffinity.filter(&st, &p, plan.node(i).unwrap()).code)
                 .collect();
             assert_eq!(got, want, "{name}");
         }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::most_allocated::utilisation;
 use crate::cache::{NodeInfo, PodInfo};
 use crate::framework::registry::parse_args;
 use crate::framework::{CycleState, MAX_NODE_SCORE, NodeView, Plugin, RegistryError, Score};
+use crate::shared::utilisation::utilisation;
 
 pub const NAME: &str = "LeastAllocated";
 

@@ -1,16 +1,16 @@
 //! NodeAffinity: `nodeSelector` and required node affinity filter (this is also how a pod asks
 //! for a GPU model, `nvidia.com/gpu.product`); preferred node affinity scores.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use drover_api::core::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
+use drover_api::core::{NodeSelectorRequirement, Pod};
 
 use crate::cache::labels::{Column, Lookup};
 use crate::cache::{NodeInfo, PlanState, PodInfo};
 use crate::framework::{
     CycleState, Filter, MAX_NODE_SCORE, NodeView, Plugin, PreFilter, RegistryError, Score, Status,
 };
+use crate::shared::node_selection::{node_matches, term_matches};
 
 pub const NAME: &str = "NodeAffinity";
 pub const REASON: &str = "didn't match Pod's node affinity/selector";
@@ -183,52 +183,6 @@ impl PreFilter for NodeAffinity {
     fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, cluster: &PlanState<'_>) -> Status {
         state.insert(RequiredState(Required::new(&pod.pod, cluster)));
         Status::success()
-    }
-}
-
-/// Whether a node selector term matches a node (expressions and fields all hold).
-pub fn term_matches(
-    term: &NodeSelectorTerm,
-    name: &str,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    if term.match_expressions.is_empty() && term.match_fields.is_empty() {
-        return false;
-    }
-    term.match_expressions
-        .iter()
-        .all(|r| r.matches_value(labels.get(&r.key).map(String::as_str)))
-        && term.match_fields.iter().all(|r| {
-            let v = (r.key == "metadata.name").then_some(name);
-            r.matches_value(v)
-        })
-}
-
-/// Whether the pod's nodeSelector and required node affinity admit the node.
-pub fn node_matches(pod: &Pod, name: &str, labels: &BTreeMap<String, String>) -> bool {
-    if !pod
-        .spec
-        .node_selector
-        .iter()
-        .all(|(k, v)| labels.get(k) == Some(v))
-    {
-        return false;
-    }
-    let required = pod
-        .spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    match required {
-        Some(sel) => sel
-            .node_selector_terms
-            .iter()
-            .any(|t| term_matches(t, name, labels)),
-        None => true,
     }
 }
 

@@ -12,8 +12,6 @@ use std::sync::Arc;
 use drover_api::core::unsatisfiable_action;
 use drover_api::selector::LabelSelector;
 
-use super::inter_pod_affinity::{Scan, every_pod};
-use super::node_affinity::node_matches;
 use crate::cache::labels::{Column, Lookup};
 use crate::cache::terms::{Side, TermSig, plan_counts};
 use crate::cache::{NodeInfo, PlanState, PodInfo};
@@ -21,6 +19,7 @@ use crate::framework::{
     CycleState, Filter, NodeView, Plugin, PreFilter, RegistryError, Score, Status,
     normalize_min_max,
 };
+use crate::shared::node_selection::node_matches;
 
 pub const NAME: &str = "PodTopologySpread";
 pub const REASON: &str = "didn't match pod topology spread constraints";
@@ -28,19 +27,10 @@ pub const MISSING_LABEL_REASON: &str =
     "didn't match pod topology spread constraints (missing required label)";
 
 #[derive(Debug, Default)]
-pub struct PodTopologySpread {
-    scan: Scan,
-}
+pub struct PodTopologySpread;
 
 pub fn new(_args: &serde_json::Value) -> Result<Arc<dyn Plugin>, RegistryError> {
-    Ok(Arc::new(PodTopologySpread::default()))
-}
-
-impl PodTopologySpread {
-    /// The plugin finding pods as `scan` says ([`Scan::EveryPod`]: the reference).
-    pub fn with_scan(scan: Scan) -> PodTopologySpread {
-        PodTopologySpread { scan }
-    }
+    Ok(Arc::new(PodTopologySpread))
 }
 
 #[derive(Debug)]
@@ -143,7 +133,7 @@ impl PreFilter for PodTopologySpread {
             // A constraint some pod on a node carries too (a group spread over zones) is
             // counted by the index, and its domains are the values nodes have: no pod or node
             // to visit.
-            let indexed = (self.scan == Scan::Indexed && any_node)
+            let indexed = any_node
                 .then(|| TermSig::spread(c, pod.namespace()))
                 .flatten()
                 .and_then(|sig| cluster.snapshot().pod_index().terms().get(&sig))
@@ -169,7 +159,7 @@ impl PreFilter for PodTopologySpread {
                     None => {}
                 }
             }
-            let mut count = |node: &NodeInfo, q: &Arc<PodInfo>| {
+            let count = |node: &NodeInfo, q: &Arc<PodInfo>| {
                 if q.key == pod.key || !matches(q) {
                     return;
                 }
@@ -179,14 +169,9 @@ impl PreFilter for PodTopologySpread {
                     None => {}
                 }
             };
-            match self.scan {
-                Scan::Indexed if indexed.is_some() => {}
-                Scan::Indexed if c.label_selector.is_some() => {
-                    cluster.for_pods_selected(c.label_selector.as_ref(), count)
-                }
-                // Without a selector nothing matches.
-                Scan::Indexed => {}
-                Scan::EveryPod => every_pod(cluster, &mut count),
+            // Without a selector nothing matches.
+            if indexed.is_none() && c.label_selector.is_some() {
+                cluster.for_pods_selected(c.label_selector.as_ref(), count)
             }
             if let Some(col) = &column {
                 counts.retain(|v, n| match col.id(v) {
@@ -317,10 +302,10 @@ mod tests {
         for (name, p, want) in cases {
             let plan = PlanState::new(&snap);
             let mut st = CycleState::new();
-            PodTopologySpread::default().pre_filter(&mut st, &p, &plan);
+            PodTopologySpread.pre_filter(&mut st, &p, &plan);
             let got: Vec<Code> = (0..3)
                 .map(|i| {
-                    PodTopologySpread::default()
+                    PodTopologySpread
                         .filter(&st, &p, plan.node(i).unwrap())
                         .code
                 })

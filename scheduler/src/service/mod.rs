@@ -3,21 +3,22 @@
 //! concurrency). Every failure path forgets the assumption and requeues with backoff.
 //!
 //! One task owns all state (cache, queue, pending pods); informer handlers and binding tasks
-//! talk to it over channels, so no lock is shared.
+//! talk to it over channels, so no lock is shared. The state is grouped by what it is for:
+//! the pending set and the objects that decide how it is scheduled ([`pending`]), the
+//! why-pending reporter ([`reporter`]) and the bindings in flight ([`binds`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_api::core::{Node, Pod, preemption_policy};
+use drover_api::core::{Node, Pod};
 use drover_api::scheduling::{PodGroup, PriorityClass, topology_mode};
-use drover_client::events::Recorder;
 use drover_client::informer::{Change, Informer};
 use drover_client::{Client, ClientError, ListParams};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::{debug, info, info_span, warn};
+use tracing::{debug, info, info_span};
 
 use crate::algorithm::planner::{
     DEFAULT_HARD_GANG_SIZE, DEFAULT_PLAN_BUDGET, default_planner, is_hard, plan_with,
@@ -27,10 +28,17 @@ use crate::algorithm::{
     schedule_pod,
 };
 use crate::cache::{Cache, Placement, PlanState, PodInfo};
-use crate::framework::{Bind, CycleState, ProfileConfig, Profiles, Registry, RegistryError};
-use crate::plugins::default_binder::DefaultBinder;
+use crate::framework::{CycleState, ProfileConfig, Profiles, Registry, RegistryError};
 use crate::queue::{QueueConfig, SchedulingQueue, UnitKey};
 use crate::report;
+
+mod binds;
+mod pending;
+mod reporter;
+
+use binds::{BindResult, Binds};
+use pending::{Objects, Pending, unit_of};
+use reporter::Reporter;
 
 /// How long a gang short of `minMember` pods waits for its members without being reported as
 /// pending (members of a job are created within moments of each other).
@@ -126,12 +134,6 @@ enum Event {
     Synced,
 }
 
-struct BindResult {
-    unit: UnitKey,
-    pod: Arc<str>,
-    ok: bool,
-}
-
 fn forward<T: Send + Sync + 'static>(
     tx: &mpsc::UnboundedSender<Event>,
     applied: fn(Option<Arc<T>>, Arc<T>) -> Event,
@@ -174,24 +176,17 @@ pub async fn run(
         .spawn(stopped(stop_rx.clone()));
     drop(tx);
     let (bind_tx, mut bind_rx) = mpsc::channel(4096);
+    let events = report::recorder(&client);
     let mut s = State {
         cache: Cache::new(),
         queue: SchedulingQueue::new(config.queue.clone()),
         profiles,
-        pending: HashMap::new(),
-        gang_pending: HashMap::new(),
-        groups: HashMap::new(),
-        classes: HashMap::new(),
-        reported: HashMap::new(),
-        binds_left: HashMap::new(),
+        pending: Pending::default(),
+        objects: Objects::default(),
+        reporter: Reporter::new(client.clone(), events.clone()),
+        binds: Binds::new(config.bind_concurrency, bind_tx, client, events),
         preempting: HashMap::new(),
-        gang_since: HashMap::new(),
         synced: 0,
-        binder: Arc::new(DefaultBinder),
-        bind_slots: Arc::new(Semaphore::new(config.bind_concurrency.max(1))),
-        bind_tx,
-        events: report::recorder(&client),
-        client,
         config,
     };
     info!("scheduler started");
@@ -228,27 +223,20 @@ pub async fn run(
     Ok(())
 }
 
+/// Everything the loop owns, grouped by what it is for.
 struct State {
     cache: Cache,
     queue: SchedulingQueue,
     profiles: Profiles,
-    pending: HashMap<Arc<str>, Arc<PodInfo>>,
-    gang_pending: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
-    groups: HashMap<Arc<str>, Arc<PodGroup>>,
-    classes: HashMap<String, Arc<PriorityClass>>,
-    /// Last why-pending message per pod / gang, so unchanged reasons are not written again.
-    reported: HashMap<Arc<str>, String>,
-    binds_left: HashMap<UnitKey, (usize, bool)>,
+    pending: Pending,
+    objects: Objects,
+    /// Why pending, said once per change.
+    reporter: Reporter,
+    binds: Binds,
     /// Victims a unit's preemption is waiting for.
     preempting: HashMap<UnitKey, Vec<Arc<str>>>,
-    gang_since: HashMap<Arc<str>, Instant>,
+    /// Informers that have listed everything (scheduling starts once all four have).
     synced: usize,
-    binder: Arc<DefaultBinder>,
-    bind_slots: Arc<Semaphore>,
-    bind_tx: mpsc::Sender<BindResult>,
-    client: Client,
-    /// Events, written in the background (never on a binding's path).
-    events: Recorder,
     config: SchedulerConfig,
 }
 
@@ -263,31 +251,6 @@ fn created_ms(pod: &Pod) -> i64 {
 }
 
 impl State {
-    /// Priority from the pod, else its class, else the global default class.
-    fn resolve(&self, pod: &Arc<Pod>) -> PodInfo {
-        let class = if pod.spec.priority_class_name.is_empty() {
-            self.classes.values().find(|c| c.global_default).cloned()
-        } else {
-            self.classes.get(&pod.spec.priority_class_name).cloned()
-        };
-        let priority = pod
-            .spec
-            .priority
-            .unwrap_or_else(|| class.as_ref().map_or(0, |c| c.value));
-        let never = pod.spec.preemption_policy.as_deref() == Some(preemption_policy::NEVER)
-            || class
-                .as_ref()
-                .is_some_and(|c| c.preemption_policy.as_deref() == Some(preemption_policy::NEVER));
-        PodInfo::with_priority(pod.clone(), priority, never)
-    }
-
-    fn unit_of(info: &PodInfo) -> UnitKey {
-        match &info.gang {
-            Some(g) => UnitKey::Gang(g.clone()),
-            None => UnitKey::Pod(info.key.clone()),
-        }
-    }
-
     fn apply(&mut self, ev: Event) {
         let now = Instant::now();
         match ev {
@@ -310,18 +273,19 @@ impl State {
             }
             Event::Group(g) => {
                 let key: Arc<str> = format!("{}/{}", g.metadata.namespace, g.metadata.name).into();
-                self.groups.insert(key.clone(), g);
+                self.objects.groups.insert(key.clone(), g);
                 self.queue.wake(&UnitKey::Gang(key), now);
             }
             Event::GroupDeleted(g) => {
-                self.groups
+                self.objects
+                    .groups
                     .remove(format!("{}/{}", g.metadata.namespace, g.metadata.name).as_str());
             }
             Event::Class(c) => {
-                self.classes.insert(c.metadata.name.clone(), c);
+                self.objects.classes.insert(c.metadata.name.clone(), c);
             }
             Event::ClassDeleted(c) => {
-                self.classes.remove(&c.metadata.name);
+                self.objects.classes.remove(&c.metadata.name);
             }
             Event::Synced => self.synced += 1,
         }
@@ -338,7 +302,7 @@ impl State {
         }
         if pod.is_bound() {
             self.drop_pending(&key);
-            let info = Arc::new(self.resolve(&pod));
+            let info = Arc::new(self.objects.resolve(&pod));
             self.cache.add_bound_pod(info);
             self.queue.on_pod_placed(now);
             return;
@@ -349,45 +313,25 @@ impl State {
             self.drop_pending(&key);
             return;
         }
-        let info = Arc::new(self.resolve(&pod));
-        if !self.pending.contains_key(&key) {
+        let info = Arc::new(self.objects.resolve(&pod));
+        if !self.pending.contains(&key) {
             self.cache.observe(&info);
         }
-        let unit = Self::unit_of(&info);
-        if let Some(g) = &info.gang {
-            self.gang_pending
-                .entry(g.clone())
-                .or_default()
-                .insert(key.clone());
-            self.gang_since.entry(g.clone()).or_insert(now);
-        }
+        let unit = unit_of(&info);
         let priority = info.priority;
-        self.pending.insert(key, info);
+        self.pending.insert(key, info, now);
         self.queue.add(unit.clone(), priority, created_ms(&pod));
         self.queue.wake(&unit, now);
     }
 
     fn drop_pending(&mut self, key: &str) {
-        let Some(info) = self.pending.remove(key) else {
+        let Some((info, last)) = self.pending.remove(key) else {
             return;
         };
-        self.reported.remove(key);
-        let unit = Self::unit_of(&info);
-        let empty = match &info.gang {
-            Some(g) => {
-                let set = self.gang_pending.entry(g.clone()).or_default();
-                set.remove(key);
-                set.is_empty()
-            }
-            None => true,
-        };
-        if empty {
-            if let Some(g) = &info.gang {
-                self.gang_pending.remove(g);
-            }
-            if !self.binds_left.contains_key(&unit) {
-                self.queue.remove(&unit);
-            }
+        self.reporter.forget(key);
+        let unit = unit_of(&info);
+        if last && !self.binds.is_binding(&unit) {
+            self.queue.remove(&unit);
         }
     }
 
@@ -401,7 +345,7 @@ impl State {
         for key in expired {
             if let Some(info) = self.pending.get(&key) {
                 self.queue
-                    .add(Self::unit_of(info), info.priority, created_ms(&info.pod));
+                    .add(unit_of(info), info.priority, created_ms(&info.pod));
             }
         }
     }
@@ -456,10 +400,8 @@ impl State {
     fn schedule_gang(&mut self, unit: &UnitKey, g: Arc<str>, now: Instant) {
         let _span = info_span!("schedule", gang = %g).entered();
         let mut members: Vec<Arc<PodInfo>> = self
-            .gang_pending
-            .get(&g)
-            .into_iter()
-            .flatten()
+            .pending
+            .members(&g)
             .filter(|k| !self.cache.has_pod(k))
             .filter_map(|k| self.pending.get(k).cloned())
             .collect();
@@ -467,7 +409,7 @@ impl State {
         if members.is_empty() {
             return;
         }
-        let Some(group) = self.groups.get(&g).cloned() else {
+        let Some(group) = self.objects.groups.get(&g).cloned() else {
             let d = Diagnosis::note(self.cache.node_count(), format!("waiting for PodGroup {g}"));
             self.failed(unit, members, d, now);
             return;
@@ -481,7 +423,7 @@ impl State {
         };
         let bound = self.cache.gang_members(&g);
         let min_member = group.spec.min_member.max(1) as u32;
-        let since = self.gang_since.get(&g).copied().unwrap_or(now);
+        let since = self.pending.gang_since(&g).unwrap_or(now);
         if ((members.len() + bound.len()) as u32) < min_member
             && now.duration_since(since) < MEMBER_ARRIVAL_GRACE
         {
@@ -520,15 +462,8 @@ impl State {
                     .into_iter()
                     .filter_map(|p| by_key.get(&*p.pod).map(|m| ((*m).clone(), p)))
                     .collect();
-                self.gang_since.remove(&g);
-                let msg = format!("gang {g} placed");
-                if self.reported.insert(g.clone(), msg.clone()).as_deref() != Some(&msg) {
-                    let client = self.client.clone();
-                    tokio::spawn(async move {
-                        let _ = report::pod_group_status(&client, &group, true, "Scheduled", &msg)
-                            .await;
-                    });
-                }
+                self.pending.gang_placed(&g);
+                self.reporter.gang_placed(&g, group);
                 self.commit(unit, pairs);
             }
             Err(d) => {
@@ -536,29 +471,10 @@ impl State {
                     .spec
                     .schedule_timeout_seconds
                     .map(|s| Duration::from_secs(s.max(0) as u64));
-                let since = self.gang_since.get(&g).copied().unwrap_or(now);
+                let since = self.pending.gang_since(&g).unwrap_or(now);
                 let timed_out = timeout.is_some_and(|t| now.duration_since(since) >= t);
-                let msg = d.to_string();
-                let tag = format!("{timed_out}{msg}");
-                if self.reported.insert(g.clone(), tag.clone()).as_deref() != Some(&tag) {
-                    let client = self.client.clone();
-                    let reason = if timed_out {
-                        "Timeout"
-                    } else {
-                        "Unschedulable"
-                    };
-                    report::pod_group_event(
-                        &self.events,
-                        &group,
-                        "Warning",
-                        "FailedScheduling",
-                        &msg,
-                    );
-                    tokio::spawn(async move {
-                        let _ =
-                            report::pod_group_status(&client, &group, false, reason, &msg).await;
-                    });
-                }
+                self.reporter
+                    .gang_failed(&g, group, timed_out, d.to_string());
                 self.failed(unit, members, d, now);
             }
         }
@@ -566,53 +482,12 @@ impl State {
 
     fn commit(&mut self, unit: &UnitKey, placements: Vec<(Arc<PodInfo>, Placement)>) {
         self.preempting.remove(unit);
-        self.binds_left
-            .insert(unit.clone(), (placements.len(), true));
+        self.binds.start(unit, placements.len());
         self.queue.on_pod_placed(Instant::now());
         for (pod, placement) in placements {
             self.cache.assume(pod.clone(), &placement);
-            self.reported.remove(&pod.key);
-            let (client, events, binder, slots, tx, unit) = (
-                self.client.clone(),
-                self.events.clone(),
-                self.binder.clone(),
-                self.bind_slots.clone(),
-                self.bind_tx.clone(),
-                unit.clone(),
-            );
-            tokio::spawn(async move {
-                let _slot = slots.acquire_owned().await;
-                let _span = info_span!("bind", pod = %pod.key, node = %placement.node_name);
-                let ok = match binder.bind(&client, &pod, &placement).await {
-                    Ok(()) => {
-                        let ids: Vec<&str> = placement
-                            .devices
-                            .iter()
-                            .flat_map(|d| d.ids.iter().map(String::as_str))
-                            .collect();
-                        let mut msg = format!(
-                            "Successfully assigned {} to {}",
-                            pod.key, placement.node_name
-                        );
-                        if !ids.is_empty() {
-                            msg.push_str(&format!(" (devices {})", ids.join(",")));
-                        }
-                        report::scheduled(&events, &pod.pod, &msg);
-                        true
-                    }
-                    Err(e) => {
-                        warn!(pod = %pod.key, node = %placement.node_name, error = %e, "binding failed");
-                        false
-                    }
-                };
-                let _ = tx
-                    .send(BindResult {
-                        unit,
-                        pod: pod.key.clone(),
-                        ok,
-                    })
-                    .await;
-            });
+            self.reporter.forget(&pod.key);
+            self.binds.spawn(unit, pod, placement);
         }
     }
 
@@ -625,22 +500,12 @@ impl State {
             self.cache.forget(&r.pod);
             self.queue.on_cluster_change(now);
         }
-        let Some(left) = self.binds_left.get_mut(&r.unit) else {
+        let Some(all_ok) = self.binds.finish(&r) else {
             return;
         };
-        left.0 = left.0.saturating_sub(1);
-        left.1 &= r.ok;
-        if left.0 > 0 {
-            return;
-        }
-        let all_ok = left.1;
-        self.binds_left.remove(&r.unit);
         let still_pending = match &r.unit {
-            UnitKey::Pod(k) => !all_ok && self.pending.contains_key(k),
-            UnitKey::Gang(g) => self
-                .gang_pending
-                .get(g)
-                .is_some_and(|s| s.iter().any(|k| !self.cache.has_pod(k))),
+            UnitKey::Pod(k) => !all_ok && self.pending.contains(k),
+            UnitKey::Gang(g) => self.pending.members(g).any(|k| !self.cache.has_pod(k)),
         };
         if still_pending {
             self.queue.backoff(&r.unit, now);
@@ -657,17 +522,7 @@ impl State {
             preempted = self.try_preempt(unit, &pods, &mut message);
         }
         for p in &pods {
-            if self.reported.get(&p.key) == Some(&message) {
-                continue;
-            }
-            self.reported.insert(p.key.clone(), message.clone());
-            let (client, events) = (self.client.clone(), self.events.clone());
-            let (pod, msg) = (p.pod.clone(), message.clone());
-            tokio::spawn(async move {
-                if let Err(e) = report::unschedulable(&client, &events, &pod, &msg).await {
-                    debug!(error = %e, "cannot report why the pod is pending");
-                }
-            });
+            self.reporter.unschedulable(p, &message);
         }
         if preempted {
             self.queue.backoff(unit, now);
@@ -702,7 +557,7 @@ impl State {
         let who = match unit {
             UnitKey::Pod(_) => Preemptor::Pod(&pods[0]),
             UnitKey::Gang(g) => {
-                let Some(group) = self.groups.get(g) else {
+                let Some(group) = self.objects.groups.get(g) else {
                     return false;
                 };
                 gang = GangRequest {
@@ -733,20 +588,12 @@ impl State {
         );
         let by = unit.to_string();
         for v in plan.victims {
-            let (client, events, by) = (self.client.clone(), self.events.clone(), by.clone());
-            tokio::spawn(async move {
-                if let Err(e) = report::preempt(&client, &events, &v.pod, &by).await {
-                    warn!(pod = %v.key, error = %e, "cannot preempt");
-                }
-            });
+            self.reporter.preempt(v, by.clone());
         }
         for (pod, node) in plan.nominated {
             if let Some(p) = self.pending.get(&pod) {
-                let (client, p, msg) = (self.client.clone(), p.pod.clone(), message.clone());
-                self.reported.insert(pod.clone(), msg.clone());
-                tokio::spawn(async move {
-                    let _ = report::nominate(&client, &p, &node, &msg).await;
-                });
+                let p = p.pod.clone();
+                self.reporter.nominate(pod, p, node, message);
             }
         }
         true
