@@ -252,6 +252,30 @@ mod tests {
             serde_json::from_slice(&splice_resource_version(v, 42).unwrap()).unwrap();
         assert_eq!(out["metadata"]["resourceVersion"], "42");
     }
+
+    #[test]
+    fn render_encodes_the_typed_object_when_splicing_cannot() {
+        use drover_api::core::Pod;
+        let ops = Typed::<Pod>::new();
+        let cases = [
+            (
+                "spliced",
+                r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[{"name":"c","command":["true"]}]}}"#,
+            ),
+            (
+                "a label named resourceVersion: encoded from the typed object",
+                r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","labels":{"resourceVersion":"x"}},"spec":{"containers":[{"name":"c","command":["true"]}]}}"#,
+            ),
+        ];
+        for (name, value) in cases {
+            let object = ops.decode(value.as_bytes()).expect(name);
+            let json = render_with_rv(&ops, &*object, value.as_bytes(), 9).expect(name);
+            let got: Pod = serde_json::from_slice(&json).expect(name);
+            let mut want: Pod = serde_json::from_str(value).expect(name);
+            want.metadata.resource_version = "9".into();
+            assert_eq!(got, want, "{name}");
+        }
+    }
 }
 
 impl<T: Resource> KindOps for Typed<T> {
