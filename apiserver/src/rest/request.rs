@@ -200,7 +200,7 @@ fn content_type(headers: &HeaderMap) -> &str {
 async fn read(svc: &ApiService, body: Body) -> Result<Bytes, Status> {
     axum::body::to_bytes(body, svc.max_body_bytes())
         .await
-        .map_err(|_| svc.body_too_large())
+        .map_err(|_| svc.body_too_large(None))
 }
 
 /// Reads an object, converting YAML to JSON.

@@ -166,26 +166,27 @@ impl ApiService {
         self.config.max_body_bytes
     }
 
-    /// The error for a body over [`ServerConfig::max_body_bytes`], for a transport that stops
-    /// reading at the limit as for [`serve`](Self::serve), which checks every body it gets.
-    pub fn body_too_large(&self) -> Status {
-        Status::new(
-            Reason::RequestEntityTooLarge,
-            format!(
-                "the request body is larger than the limit of {} bytes",
-                self.max_body_bytes()
-            ),
-        )
+    /// The error for a body over [`ServerConfig::max_body_bytes`]: for a transport that stops
+    /// reading at the limit (`size` unknown), as for [`serve`](Self::serve), which checks every
+    /// body it is given.
+    pub fn body_too_large(&self, size: Option<usize>) -> Status {
+        let limit = self.max_body_bytes();
+        let message = match size {
+            Some(size) => {
+                format!("the request body is {size} bytes, larger than the limit of {limit} bytes")
+            }
+            None => format!("the request body is larger than the limit of {limit} bytes"),
+        };
+        Status::new(Reason::RequestEntityTooLarge, message)
     }
 
     /// Serves one request of an authenticated user: the one path of every verb on both
     /// transports.
     pub async fn serve(&self, user: &User, request: Request) -> Result<Reply, Status> {
-        if request
-            .body()
-            .is_some_and(|b| b.len() > self.max_body_bytes())
+        if let Some(body) = request.body()
+            && body.len() > self.max_body_bytes()
         {
-            return Err(self.body_too_large());
+            return Err(self.body_too_large(Some(body.len())));
         }
         self.authorize(user, &request.attributes())?;
         match request {
