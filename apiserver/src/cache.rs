@@ -393,7 +393,7 @@ impl WatchCache {
             Some(object) => object,
             None => ops.decode(&kv.value)?,
         };
-        let json = crate::kinds::render_with_rv(&**ops, &kv.value, rev)?;
+        let json = crate::kinds::render_with_rv(&**ops, &*object, &kv.value, rev)?;
         Ok(Arc::new(CachedObject {
             kind: ops.id().clone(),
             key: kv.key.clone(),

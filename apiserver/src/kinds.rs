@@ -43,12 +43,9 @@ pub trait KindOps: Send + Sync {
     fn id(&self) -> &Arc<str>;
     /// Decodes stored or submitted JSON into the typed object.
     fn decode(&self, json: &[u8]) -> Result<Arc<dyn ErasedObject>, Status>;
-    /// Sets the resource version and encodes to JSON.
-    fn encode_with_rv(
-        &self,
-        obj: &dyn ErasedObject,
-        rv: u64,
-    ) -> Result<(Arc<dyn ErasedObject>, Bytes), Status>;
+    /// Encodes the typed object to JSON with its resource version set to `rv` (the slow path of
+    /// [`render_with_rv`]).
+    fn encode_with_rv(&self, obj: &dyn ErasedObject, rv: u64) -> Result<Bytes, Status>;
     /// Checks that every field of a field selector is selectable on this kind.
     fn check_fields(&self, selector: &FieldSelector) -> Result<(), Status>;
     fn prepare_create(&self, body: &[u8], namespace: &str, now: Time) -> Result<Prepared, Status>;
@@ -167,14 +164,19 @@ pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The JSON of a stored value at revision `rv`, by splicing when possible, else by decoding and
-/// re-encoding.
-pub fn render_with_rv(ops: &dyn KindOps, value: &Bytes, rv: u64) -> Result<Bytes, Status> {
+/// The JSON clients see for `value` (the stored JSON of `object`) at revision `rv`: spliced when
+/// possible, else encoded from the typed object. Never decodes: every caller holds the typed
+/// object already (a writer the one it encoded, the watch cache the one it decoded or was handed).
+pub fn render_with_rv(
+    ops: &dyn KindOps,
+    object: &dyn ErasedObject,
+    value: &[u8],
+    rv: u64,
+) -> Result<Bytes, Status> {
     if let Some(json) = splice_resource_version(value, rv) {
         return Ok(json);
     }
-    let obj = ops.decode(value)?;
-    Ok(ops.encode_with_rv(&*obj, rv)?.1)
+    ops.encode_with_rv(object, rv)
 }
 
 /// serde's messages end with " at line L column C", which means nothing to the user of a YAML
@@ -250,6 +252,30 @@ mod tests {
             serde_json::from_slice(&splice_resource_version(v, 42).unwrap()).unwrap();
         assert_eq!(out["metadata"]["resourceVersion"], "42");
     }
+
+    #[test]
+    fn render_encodes_the_typed_object_when_splicing_cannot() {
+        use drover_api::core::Pod;
+        let ops = Typed::<Pod>::new();
+        let cases = [
+            (
+                "spliced",
+                r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[{"name":"c","command":["true"]}]}}"#,
+            ),
+            (
+                "a label named resourceVersion: encoded from the typed object",
+                r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","labels":{"resourceVersion":"x"}},"spec":{"containers":[{"name":"c","command":["true"]}]}}"#,
+            ),
+        ];
+        for (name, value) in cases {
+            let object = ops.decode(value.as_bytes()).expect(name);
+            let json = render_with_rv(&ops, &*object, value.as_bytes(), 9).expect(name);
+            let got: Pod = serde_json::from_slice(&json).expect(name);
+            let mut want: Pod = serde_json::from_str(value).expect(name);
+            want.metadata.resource_version = "9".into();
+            assert_eq!(got, want, "{name}");
+        }
+    }
 }
 
 impl<T: Resource> KindOps for Typed<T> {
@@ -265,17 +291,13 @@ impl<T: Resource> KindOps for Typed<T> {
         Ok(Arc::new(decode_typed::<T>(json)?))
     }
 
-    fn encode_with_rv(
-        &self,
-        obj: &dyn ErasedObject,
-        rv: u64,
-    ) -> Result<(Arc<dyn ErasedObject>, Bytes), Status> {
+    fn encode_with_rv(&self, obj: &dyn ErasedObject, rv: u64) -> Result<Bytes, Status> {
         let mut obj: T = downcast::<T>(obj)?.clone();
         obj.meta_mut().resource_version = rv.to_string();
         obj.set_type_meta();
         let json = serde_json::to_vec(&obj)
             .map_err(|e| Status::internal(format!("cannot encode {}: {e}", T::KIND)))?;
-        Ok((Arc::new(obj), Bytes::from(json)))
+        Ok(Bytes::from(json))
     }
 
     fn check_fields(&self, selector: &FieldSelector) -> Result<(), Status> {

@@ -5,7 +5,7 @@
 //! and its service answers any method name under `/drover.v1.Api/` the same way: `GET /foo` and
 //! `GET /drover.v1.Api/nope` looked like success (issue 12 item 12). Here a gRPC caller
 //! (content-type `application/grpc…`) still gets gRPC's `UNIMPLEMENTED` for an unknown method;
-//! anyone else gets the Kubernetes `Status` 404 that `rest.rs` renders for unknown resources.
+//! anyone else gets the Kubernetes `Status` 404 that `rest/` renders for unknown resources.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};

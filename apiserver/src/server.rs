@@ -153,14 +153,14 @@ pub async fn start_with_store(
         tokio::spawn(compact_periodically(store.clone(), config.clone())),
     ];
 
-    let service = ApiService {
-        store: store.clone(),
+    let service = ApiService::new(
+        store.clone(),
         cache,
         kinds,
-        auth: auth.clone(),
+        auth.clone(),
         agents,
-        config: config.clone(),
-    };
+        config.clone(),
+    );
     service.bootstrap().await.map_err(ServerError::Bootstrap)?;
 
     let listener =

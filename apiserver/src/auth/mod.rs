@@ -3,6 +3,10 @@
 //!
 //! The file is the keys to the cluster: it is written mode 0600 (a missing directory for it is
 //! made 0700), and an existing file readable by others is made 0600 when it is loaded.
+//!
+//! Authorisation (what an authenticated user may do) is [`authz`].
+
+pub mod authz;
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -10,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use drover_api::Status;
 use rand::RngExt;
+
+pub use authz::{AlwaysAllow, Attributes, Authorizer, Decision, Verb};
 
 /// Who made a request.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,127 @@
+//! REST/JSON transport on Kubernetes' own paths (`/api/v1/namespaces/{ns}/pods/{name}`,
+//! `/apis/batch/v1/jobs`, ...). Bodies are JSON or YAML; errors are `Status` objects; watches are
+//! streams of JSON lines.
+//!
+//! A request takes three steps: [`request`] parses it into the service's [`Request`] (path,
+//! method, query, body; YAML through [`yaml`]), [`ApiService::serve`] executes it, and
+//! `respond` encodes the reply.
+
+pub mod request;
+pub mod yaml;
+
+use std::convert::Infallible;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use bytes::Bytes;
+use drover_api::Status;
+use futures::StreamExt;
+
+use crate::connections::ConnectionAuth;
+use crate::service::{ApiService, Reply, Request, Watching};
+
+pub use request::parse_path;
+pub use yaml::{MAX_YAML_FLOW_DEPTH, flow_too_deep, yaml_to_json};
+
+/// The REST routes.
+pub fn router(svc: ApiService) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/version", get(version))
+        .route("/api/{*rest}", any(handle))
+        .route("/apis/{*rest}", any(handle))
+        .with_state(svc)
+}
+
+async fn version() -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "major": "1",
+        "minor": "0",
+        "gitVersion": concat!("drover-", env!("CARGO_PKG_VERSION")),
+        "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    }))
+}
+
+/// An error response.
+pub fn error_response(s: &Status) -> Response {
+    let code = StatusCode::from_u16(s.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(s).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn json_response(code: StatusCode, body: Bytes) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn handle(
+    State(svc): State<ApiService>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<request::Query>,
+    connection: Option<axum::Extension<ConnectionAuth>>,
+    body: Body,
+) -> Response {
+    let connection = connection.map(|axum::Extension(c)| c);
+    match handle_inner(&svc, method, uri, headers, q, connection, body).await {
+        Ok(r) => r,
+        Err(s) => error_response(&s),
+    }
+}
+
+/// Authenticate, parse, serve, respond.
+async fn handle_inner(
+    svc: &ApiService,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    q: request::Query,
+    connection: Option<ConnectionAuth>,
+    body: Body,
+) -> Result<Response, Status> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = svc.authenticate(authorization, connection.as_ref())?;
+    let request = request::parse(svc, &method, uri.path(), &headers, &q, body).await?;
+    let created = matches!(
+        request,
+        Request::Create(_) | Request::Bind(_) | Request::ReviewToken(_)
+    );
+    let reply = svc.serve(&user, request).await?;
+    Ok(respond(created, reply))
+}
+
+/// Encodes a reply: objects as JSON (201 for what a POST made), a watch as a stream of JSON
+/// lines.
+fn respond(created: bool, reply: Reply) -> Response {
+    match reply {
+        Reply::Json(body) if created => json_response(StatusCode::CREATED, body),
+        Reply::Json(body) => json_response(StatusCode::OK, body),
+        Reply::Watch(w) => watch_response(w),
+    }
+}
+
+fn watch_response(w: Watching) -> Response {
+    let stream = w.frames().map(|f| {
+        let mut line = Vec::with_capacity(f.object.len() + 32);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(f.event_type.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(&f.object);
+        line.extend_from_slice(b"}\n");
+        Ok::<_, Infallible>(Bytes::from(line))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json;stream=watch")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
