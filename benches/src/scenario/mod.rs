@@ -2,6 +2,7 @@
 //! with), a `run(&Options, &Progress)` and a serde report implementing [`crate::Report`].
 
 pub mod api;
+pub mod burst;
 pub mod constraints;
 pub mod gang;
 pub mod hollow;

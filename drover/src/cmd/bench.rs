@@ -46,6 +46,8 @@ pub enum Scenario {
     Philly(PhillyArgs),
     /// Raw API throughput and watch latency.
     Api(ApiArgs),
+    /// Jobs released at once on a cluster of real agents (needs --server): release → every pod Running.
+    Burst(BurstArgs),
 }
 
 /// The simulated cluster.
@@ -204,6 +206,24 @@ pub struct ApiArgs {
     pub transport: String,
 }
 
+#[derive(clap::Args, Debug, Clone)]
+pub struct BurstArgs {
+    /// Jobs in the burst (the mix: 40% 1 GPU, 25% 2, 15% 4, 10% 8, 10% gangs of 2/4/8 whole nodes).
+    #[arg(long, default_value_t = 1000)]
+    pub jobs: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Namespace of the Jobs.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// How long each pod's process sleeps, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub sleep_s: u64,
+    /// How long to wait for every pod to run, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_s: u64,
+}
+
 impl ClusterArgs {
     fn spec(&self, server: Option<ClientConfig>) -> ClusterSpec {
         let scheduler = server.is_none().then(drover_scheduler_config);
@@ -278,6 +298,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
         Scenario::Openb(a) => run_openb(a, &progress, &args).await,
         Scenario::Philly(a) => run_philly(a, &progress, &args).await,
         Scenario::Api(a) => run_api(a, server, &progress, &args).await,
+        Scenario::Burst(a) => run_burst(a, server, &progress, &args).await,
     }
 }
 
@@ -453,6 +474,29 @@ async fn run_api(
     start("api", &params);
     let r = scenario::api::run(&opts, progress).await?;
     finish("api", &params, &r, args)
+}
+
+async fn run_burst(
+    a: &BurstArgs,
+    server: Option<ClientConfig>,
+    progress: &Progress,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let opts = scenario::burst::Options {
+        cluster: ClusterOptions {
+            server,
+            ..Default::default()
+        },
+        jobs: a.jobs,
+        seed: a.seed,
+        namespace: a.namespace.clone(),
+        sleep: Duration::from_secs(a.sleep_s),
+        timeout: Duration::from_secs(a.timeout_s),
+    };
+    let params = opts.params();
+    start("burst", &params);
+    let r = scenario::burst::run(&opts, progress).await?;
+    finish("burst", &params, &r, args)
 }
 
 fn start(name: &str, params: &[(String, String)]) {
