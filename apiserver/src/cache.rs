@@ -9,6 +9,10 @@
 //!                         get / list / watch-start ◄──────┘ (read lock)
 //! ```
 //!
+//! Watchers whose field selector names a node (`spec.nodeName=n`, every node agent's pod watch)
+//! are indexed by it, so an event is matched only against the watchers of its pod's node (now
+//! and before) and the watchers without such a selector, not against every agent's.
+//!
 //! Writers wait until the cache has applied their revision before they answer, so a client
 //! always reads its own writes, and a watcher has the event before the writer's acknowledgement.
 //!
@@ -166,6 +170,95 @@ struct Watcher {
     tx: mpsc::Sender<WatchItem>,
 }
 
+/// The field watchers are indexed by (Kubernetes' watch cache "indexed triggers"): every node
+/// agent watches the pods with `spec.nodeName=<its node>`, so with a thousand agents an event
+/// would otherwise be matched against a thousand filters, on the write path, under the lock.
+const TRIGGER_FIELD: &str = "spec.nodeName";
+
+/// The value a watcher is filed under: its filter's `spec.nodeName=V` requirement (not empty:
+/// `spec.nodeName=` selects unbound pods, and objects without the field read as empty).
+fn trigger_of(filter: &Filter) -> Option<&str> {
+    filter
+        .fields
+        .as_ref()?
+        .requirements
+        .iter()
+        .find(|r| r.field == TRIGGER_FIELD && !r.negated && !r.value.is_empty())
+        .map(|r| r.value.as_str())
+}
+
+/// Every watcher, and which may see an event: those without a trigger, and those filed under
+/// the event's object's (or its previous state's) node.
+#[derive(Default)]
+struct Watchers {
+    all: HashMap<u64, Watcher>,
+    untriggered: BTreeSet<u64>,
+    by_trigger: HashMap<String, Vec<u64>>,
+}
+
+impl Watchers {
+    fn insert(&mut self, id: u64, w: Watcher) {
+        match trigger_of(&w.filter) {
+            Some(v) => self.by_trigger.entry(v.to_string()).or_default().push(id),
+            None => {
+                self.untriggered.insert(id);
+            }
+        }
+        self.all.insert(id, w);
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(w) = self.all.remove(&id) else {
+            return;
+        };
+        match trigger_of(&w.filter) {
+            Some(v) => {
+                if let Some(ids) = self.by_trigger.get_mut(v) {
+                    ids.retain(|x| *x != id);
+                    if ids.is_empty() {
+                        self.by_trigger.remove(v);
+                    }
+                }
+            }
+            None => {
+                self.untriggered.remove(&id);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Watchers::default();
+    }
+
+    fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// The ids of the watchers that may see `e` (each once).
+    fn candidates(&self, e: &CacheEvent, out: &mut Vec<u64>) {
+        out.clear();
+        out.extend(self.untriggered.iter().copied());
+        if self.by_trigger.is_empty() {
+            return;
+        }
+        let now = e
+            .object
+            .object
+            .field(TRIGGER_FIELD)
+            .filter(|v| !v.is_empty());
+        let before = e
+            .prev
+            .as_ref()
+            .and_then(|p| p.object.field(TRIGGER_FIELD))
+            .filter(|v| !v.is_empty() && Some(v) != now.as_ref());
+        for v in now.iter().chain(before.iter()) {
+            if let Some(ids) = self.by_trigger.get(v) {
+                out.extend(ids.iter().copied());
+            }
+        }
+    }
+}
+
 /// One kind's objects: a hash index by `(namespace, name)` for the reads and writes of single
 /// objects, and the keys in order for lists. (A B-tree alone costs dozens of string comparisons
 /// per lookup at 100,000 objects, and every create and binding does several.)
@@ -271,7 +364,7 @@ struct State {
     history_bytes: usize,
     /// Every event after this revision is in `history`.
     history_from: u64,
-    watchers: HashMap<u64, Watcher>,
+    watchers: Watchers,
     next_watcher: u64,
     /// Set at shutdown: no new watches.
     closed: bool,
@@ -316,7 +409,7 @@ impl WatchCache {
                 history: VecDeque::new(),
                 history_bytes: 0,
                 history_from: 0,
-                watchers: HashMap::new(),
+                watchers: Watchers::default(),
                 next_watcher: 1,
                 closed: false,
             })),
@@ -440,6 +533,7 @@ impl WatchCache {
         }
         let mut st = self.write();
         let mut slow = Vec::new();
+        let mut candidates = Vec::new();
         for (rev, kind, obj) in decoded {
             let map = st.objects.entry(obj.kind.clone()).or_default();
             let (etype, prev) = match kind {
@@ -458,7 +552,11 @@ impl WatchCache {
                 object: obj,
                 prev,
             });
-            for (id, w) in &st.watchers {
+            st.watchers.candidates(&event, &mut candidates);
+            for id in &candidates {
+                let Some(w) = st.watchers.all.get(id) else {
+                    continue;
+                };
                 // A watcher that missed an event gets nothing after it (it resumes from the
                 // last event it has, so a later one would hide the gap).
                 if let Some(t) = w.filter.translate(&event)
@@ -473,7 +571,7 @@ impl WatchCache {
         }
         for id in slow {
             // Dropping the sender ends the watch; the client resumes from its last version.
-            st.watchers.remove(&id);
+            st.watchers.remove(id);
             tracing::debug!(watcher = id, "dropped a watcher that fell behind");
         }
         while st.history.len() > self.history_cap || st.history_bytes > self.history_bytes_cap {
@@ -645,7 +743,7 @@ impl WatchCache {
 
     /// Ends a watch.
     pub fn unwatch(&self, id: u64) {
-        self.write().watchers.remove(&id);
+        self.write().watchers.remove(id);
     }
 
     /// The current revision if `rx` holds no undelivered event, for a bookmark. Taken under the
@@ -829,5 +927,66 @@ mod tests {
         assert_eq!(cache.lock_expected().get(&key).map(Vec::len), Some(1));
         drop(g2);
         assert!(cache.lock_expected().is_empty());
+    }
+
+    fn bound(name: &str, node: &str) -> (Bytes, Bytes, Arc<dyn ErasedObject>) {
+        let (key, _, _) = pod(name, "img");
+        let mut p = Pod::default();
+        p.metadata.namespace = "default".into();
+        p.metadata.name = name.into();
+        p.spec.node_name = node.into();
+        p.set_type_meta();
+        let value = Bytes::from(serde_json::to_vec(&p).unwrap());
+        (key, value, Arc::new(p))
+    }
+
+    /// Watchers filed under a node see exactly the events a scan of every filter would give
+    /// them: their pods arriving, changing and leaving (a pod moved away is DELETED for the old
+    /// node's watcher), and nothing of other nodes; a watcher without a trigger sees everything.
+    #[test]
+    fn watchers_by_node_see_what_their_filters_select() {
+        let cache = WatchCache::new(Kinds::new(), 100, 100);
+        let kind = kind_id(Pod::GROUP, Pod::PLURAL);
+        let on = |node: &str| Filter {
+            kind: kind.clone(),
+            fields: Some(FieldSelector::parse(&format!("spec.nodeName={node}")).unwrap()),
+            ..Default::default()
+        };
+        let mut n1 = cache.watch(on("n1"), None).expect("watch");
+        let mut n2 = cache.watch(on("n2"), None).expect("watch");
+        let mut all = cache
+            .watch(
+                Filter {
+                    kind: kind.clone(),
+                    ..Default::default()
+                },
+                None,
+            )
+            .expect("watch");
+        let steps = [
+            ("a", ""),
+            ("a", "n1"),
+            ("b", "n2"),
+            ("a", "n1"),
+            ("a", "n2"),
+        ];
+        for (rev, (name, node)) in steps.iter().enumerate() {
+            let (key, value, _) = bound(name, node);
+            cache.apply(&[put(&key, &value, rev as u64 + 1)]);
+        }
+        let drain = |w: &mut WatchStart| {
+            let mut got = Vec::new();
+            while let Ok((t, o)) = w.rx.try_recv() {
+                got.push(format!("{t:?} {}@{}", o.name(), o.rv));
+            }
+            got
+        };
+        assert_eq!(drain(&mut n1), ["Added a@2", "Modified a@4", "Deleted a@5"]);
+        assert_eq!(drain(&mut n2), ["Added b@3", "Added a@5"]);
+        assert_eq!(drain(&mut all).len(), 5);
+        cache.unwatch(n1.id);
+        cache.unwatch(n2.id);
+        assert_eq!(cache.read().watchers.by_trigger.len(), 0);
+        assert_eq!(cache.read().watchers.len(), 1);
     }
 }
