@@ -15,8 +15,10 @@ use tokio::time::Instant;
 pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(50);
 /// Longest retry delay.
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
-/// Reconciles of one controller running at once.
-pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Reconciles of one controller running at once. A reconcile mostly waits on the API (a create,
+/// a status write, each a durable store write), so this is about latency, not cores: with 4, a
+/// burst of 1,000 Jobs was created at ~25 pods/s.
+pub const DEFAULT_CONCURRENCY: usize = 32;
 
 /// What became of a key handed out by [`WorkQueue::pop`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
