@@ -302,21 +302,7 @@ mod tests {
     use crate::cache::workload::{Shape, classes_of};
     use crate::testing::{GpuProfile, node, pod};
 
-    fn class(whole_gpus: u32, share_milli: u32, cpu: &[(i64, f64)]) -> GpuClass {
-        let mut acc = 0.0;
-        GpuClass {
-            whole_gpus,
-            share_milli,
-            cpu_cumulative: cpu
-                .iter()
-                .map(|(c, w)| {
-                    acc += w;
-                    (*c, acc)
-                })
-                .collect(),
-            weight: acc,
-        }
-    }
+    use crate::shared::gradient::test_class as class;
 
     #[test]
     fn cpu_classes_count_only_what_fits() {

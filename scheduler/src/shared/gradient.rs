@@ -220,6 +220,24 @@ pub fn share_device(state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Optio
     )
 }
 
+/// A workload class for tests: `cpu` as (millicores, weight) steps, cumulated as the cache does.
+#[cfg(test)]
+pub(crate) fn test_class(whole_gpus: u32, share_milli: u32, cpu: &[(i64, f64)]) -> GpuClass {
+    let mut acc = 0.0;
+    GpuClass {
+        whole_gpus,
+        share_milli,
+        cpu_cumulative: cpu
+            .iter()
+            .map(|(c, w)| {
+                acc += w;
+                (*c, acc)
+            })
+            .collect(),
+        weight: acc,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,21 +245,7 @@ mod tests {
     /// The fill weight Fragmentation uses by default.
     const FILL_WEIGHT: f64 = 1.0;
 
-    fn class(whole_gpus: u32, share_milli: u32, cpu: &[(i64, f64)]) -> GpuClass {
-        let mut acc = 0.0;
-        GpuClass {
-            whole_gpus,
-            share_milli,
-            cpu_cumulative: cpu
-                .iter()
-                .map(|(c, w)| {
-                    acc += w;
-                    (*c, acc)
-                })
-                .collect(),
-            weight: acc,
-        }
-    }
+    use super::test_class as class;
 
     #[test]
     fn fragment_per_class_by_hand() {
