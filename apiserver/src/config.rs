@@ -48,11 +48,106 @@ pub const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// one for as long as it runs; the client opens another connection when a connection is full.
 pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 1000;
 
+/// Which store the API server keeps its state in, as `--store` names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// The embedded store: one file under the data directory (`embedded`, the default).
+    #[default]
+    Embedded,
+    /// An etcd v3 cluster: `etcd://HOST:PORT[,HOST:PORT...][/prefix]`.
+    Etcd(crate::storage::etcd::EtcdConfig),
+}
+
+/// What `--store` accepts, for error messages.
+const STORE_FORMS: &str = "embedded or etcd://HOST:PORT[,HOST:PORT...][/prefix]";
+
+impl std::str::FromStr for StoreSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<StoreSpec, String> {
+        let s = s.trim();
+        if s == "embedded" {
+            return Ok(StoreSpec::Embedded);
+        }
+        if let Some(rest) = s.strip_prefix("etcd://") {
+            let (hosts, prefix) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, ""),
+            };
+            if hosts.is_empty() {
+                return Err(format!(
+                    "{s:?}: expected at least one HOST:PORT after etcd:// (e.g. etcd://127.0.0.1:2379)"
+                ));
+            }
+            let endpoints = hosts
+                .split(',')
+                .map(parse_endpoint)
+                .collect::<Result<Vec<_>, _>>()?;
+            if prefix.len() > 1 && prefix.ends_with('/') {
+                return Err(format!(
+                    "prefix {prefix:?}: expected no trailing '/' (keys are PREFIX/drover/...)"
+                ));
+            }
+            let prefix = if prefix == "/" { "" } else { prefix };
+            return Ok(StoreSpec::Etcd(crate::storage::etcd::EtcdConfig {
+                endpoints,
+                prefix: prefix.to_string(),
+            }));
+        }
+        if s.starts_with("tikv://") {
+            return Err(format!(
+                "{s:?}: the TiKV backend is not available in this build yet; expected {STORE_FORMS}"
+            ));
+        }
+        match s.split_once("://") {
+            Some((scheme, _)) => Err(format!(
+                "scheme {scheme:?} in {s:?}: expected {STORE_FORMS}"
+            )),
+            None => Err(format!("{s:?}: expected {STORE_FORMS}")),
+        }
+    }
+}
+
+/// One `HOST:PORT` of an etcd URL.
+fn parse_endpoint(endpoint: &str) -> Result<String, String> {
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        return Err(format!(
+            "endpoint {endpoint:?}: expected HOST:PORT (e.g. 127.0.0.1:2379)"
+        ));
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'));
+    if !host_ok {
+        return Err(format!(
+            "host {host:?} in endpoint {endpoint:?}: expected a host name or IP address"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(endpoint.to_string()),
+        _ => Err(format!(
+            "port {port:?} in endpoint {endpoint:?}: expected a number from 1 to 65535"
+        )),
+    }
+}
+
+impl std::fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Embedded => f.write_str("embedded"),
+            StoreSpec::Etcd(c) => write!(f, "etcd://{}{}", c.endpoints.join(","), c.prefix),
+        }
+    }
+}
+
 /// Configuration of one API server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Directory of the embedded store and the token file.
     pub data_dir: PathBuf,
+    /// Where the objects are kept.
+    pub store: StoreSpec,
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub watch_history: usize,
@@ -75,6 +170,7 @@ impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ServerConfig {
             data_dir: data_dir.into(),
+            store: StoreSpec::Embedded,
             listen: DEFAULT_LISTEN
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 6443))),

@@ -13,10 +13,11 @@ use tokio::sync::oneshot;
 use crate::agent_credential::AgentCredentials;
 use crate::auth::Authenticator;
 use crate::cache::WatchCache;
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, StoreSpec};
 use crate::kinds::Kinds;
 use crate::service::ApiService;
 use crate::storage::embedded::EmbeddedStore;
+use crate::storage::etcd::EtcdStore;
 use crate::storage::{Store, StoreError, prefix_end};
 
 #[derive(Debug, thiserror::Error)]
@@ -121,13 +122,17 @@ fn make_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
         })
 }
 
-/// Opens the embedded store under `config.data_dir` and starts serving.
+/// Opens the store `config.store` names (by default the embedded one under `config.data_dir`)
+/// and starts serving.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     make_data_dir(&config)?;
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open_with_retention(
-        config.store_path(),
-        config.compaction_retain_bytes,
-    )?);
+    let store: Arc<dyn Store> = match &config.store {
+        StoreSpec::Embedded => Arc::new(EmbeddedStore::open_with_retention(
+            config.store_path(),
+            config.compaction_retain_bytes,
+        )?),
+        StoreSpec::Etcd(etcd) => Arc::new(EtcdStore::connect(etcd.clone()).await?),
+    };
     start_with_store(config, store).await
 }
 

@@ -12,6 +12,9 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod embedded;
+pub mod etcd;
+#[cfg(feature = "conformance")]
+pub mod etcd_cluster;
 
 use std::fmt;
 
@@ -125,6 +128,9 @@ pub enum StoreError {
     },
     #[error("the store is closed")]
     Closed,
+    /// The store could not be reached (every endpoint failed, or none answered in time).
+    #[error("the store is unavailable: {message}")]
+    Unavailable { message: String },
     #[error("store backend error: {message}")]
     Backend {
         message: String,

@@ -20,6 +20,11 @@ pub struct ApiserverArgs {
     /// Directory of the embedded store and the token file (default: ~/.drover/data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Where the objects are kept: `embedded` (one file under --data-dir) or an etcd v3 cluster,
+    /// `etcd://HOST:PORT[,HOST:PORT...][/prefix]`; several API servers on one etcd serve the
+    /// same state.
+    #[arg(long, default_value = "embedded")]
+    pub store: drover_apiserver::config::StoreSpec,
     /// Address to serve REST and gRPC on (loopback by default; port 0 picks a free port).
     #[arg(long, default_value = drover_apiserver::config::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -76,6 +81,7 @@ impl ApiserverArgs {
             None => drover_home()?.join("data"),
         };
         let mut cfg = ServerConfig::new(data_dir).listen(self.listen);
+        cfg.store = self.store.clone();
         cfg.max_body_bytes = self.max_body_bytes;
         cfg.idle_connection_timeout = self.idle_connection_timeout;
         cfg.max_pending_connections = self.max_pending_connections;

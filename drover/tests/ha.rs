@@ -1,0 +1,203 @@
+//! Several API servers on one etcd cluster serve one state: three `drover apiserver --store
+//! etcd://...` processes on a real 3-member etcd on loopback. A write acknowledged by one server
+//! is seen by watches on the others, in order, with the same resourceVersion; a resourceVersion
+//! from one server is a valid precondition on another; and when one server is killed with
+//! SIGKILL, the others go on serving and watching.
+//!
+//! Skips, saying so, when `etcd` is not installed (`apt-get install etcd-server`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use drover_api::core::Pod;
+use drover_apiserver::storage::etcd_cluster::EtcdCluster;
+use drover_client::{Client, ClientConfig, ListParams, WatchEvent};
+use futures::StreamExt;
+
+/// Starts `drover apiserver` on the etcd cluster; returns the child and its client config.
+fn start_server(store: &str, data: &Path, config: &Path) -> (Child, ClientConfig) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["apiserver", "--listen", "127.0.0.1:0", "--store", store])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--write-config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start drover apiserver");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        if line
+            .expect("read stdout")
+            .starts_with("client config written to")
+        {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (child, ClientConfig::load(config).expect("client config"))
+}
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "command": ["true"]}]}
+    }))
+    .expect("pod")
+}
+
+/// Reads `n` Added events from a watch; returns (name, resourceVersion) in arrival order.
+async fn added(
+    watch: &mut (
+             impl futures::Stream<Item = Result<WatchEvent<Pod>, drover_client::ClientError>> + Unpin
+         ),
+    n: usize,
+) -> Vec<(String, String)> {
+    let mut seen = Vec::with_capacity(n);
+    while seen.len() < n {
+        let event = tokio::time::timeout(Duration::from_secs(60), watch.next())
+            .await
+            .expect("the watch went quiet")
+            .expect("the watch ended")
+            .expect("watch error");
+        match event {
+            WatchEvent::Added(p) => seen.push((p.metadata.name, p.metadata.resource_version)),
+            WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    seen
+}
+
+fn rv(p: &Pod) -> u64 {
+    p.metadata
+        .resource_version
+        .parse()
+        .expect("numeric resourceVersion")
+}
+
+#[test]
+fn three_api_servers_on_one_etcd_serve_one_state() {
+    if EtcdCluster::binary().is_none() {
+        eprintln!("skipping: etcd is not installed (apt-get install etcd-server)");
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _enter = rt.enter();
+    let etcd = rt
+        .block_on(EtcdCluster::start(3))
+        .expect("start a 3-member etcd cluster");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One data directory for the three servers: it holds the tokens and the agent key, which
+    // every server of one cluster must share (on separate machines: copies of the files).
+    let data = dir.path().join("data");
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (child, cfg) = start_server(&etcd.url(), &data, &dir.path().join(name));
+        servers.push(child);
+        clients.push(Client::new(&cfg).expect("client"));
+    }
+    rt.block_on(async {
+        let pods: Vec<_> = clients
+            .iter()
+            .map(|c| c.namespaced::<Pod>("default"))
+            .collect();
+        let start = pods[1]
+            .list(&ListParams::default())
+            .await
+            .expect("list on b")
+            .metadata
+            .resource_version;
+        let mut on_b = Box::pin(pods[1].watch(&ListParams::default(), &start).await.expect("watch b"));
+        let mut on_c = Box::pin(pods[2].watch(&ListParams::default(), &start).await.expect("watch c"));
+
+        // Writes through all three servers, from concurrent clients.
+        const PER_SERVER: usize = 60;
+        let mut tasks = Vec::new();
+        for (s, api) in pods.iter().enumerate() {
+            for w in 0..3 {
+                let api = api.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for i in 0..PER_SERVER / 3 {
+                        let name = format!("s{s}-w{w}-{i}");
+                        let created = api.create(&pod(&name)).await.expect("create");
+                        acked.push((name, created.metadata.resource_version));
+                    }
+                    acked
+                }));
+            }
+        }
+        let mut acked = Vec::new();
+        for t in tasks {
+            acked.extend(t.await.expect("writer"));
+        }
+        acked.sort_by_key(|(_, v)| v.parse::<u64>().expect("numeric resourceVersion"));
+        let total = acked.len();
+        for (server, watch) in [("b", &mut on_b), ("c", &mut on_c)] {
+            let seen = added(watch, total).await;
+            assert_eq!(
+                seen, acked,
+                "server {server}'s watch saw every acknowledged create, in resourceVersion order, at its acknowledged version"
+            );
+        }
+
+        // A resourceVersion from one server means the same on another.
+        let from_a = pods[0].get("s0-w0-0").await.expect("get on a");
+        let from_c = pods[2].get("s0-w0-0").await.expect("get on c");
+        assert_eq!(from_a.metadata.resource_version, from_c.metadata.resource_version);
+        let mut update = from_a.clone();
+        update.metadata.labels.insert("seen".into(), "yes".into());
+        let updated = pods[1].update(&update).await.expect("update on b at a's version");
+        assert!(rv(&updated) > rv(&from_a));
+        let stale = pods[2].update(&update).await;
+        assert!(
+            matches!(&stale, Err(e) if e.to_string().contains("Conflict") || e.to_string().to_lowercase().contains("conflict")),
+            "an update at a stale version through c is a conflict: {stale:?}"
+        );
+    });
+
+    // Kill server a: b and c keep serving, and c's watch sees b's writes.
+    let mut a = servers.remove(0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 server a");
+    let _ = a.wait();
+    rt.block_on(async {
+        let b = clients[1].namespaced::<Pod>("default");
+        let c = clients[2].namespaced::<Pod>("default");
+        let start = c
+            .list(&ListParams::default())
+            .await
+            .expect("list on c")
+            .metadata
+            .resource_version;
+        let mut on_c = Box::pin(
+            c.watch(&ListParams::default(), &start)
+                .await
+                .expect("watch c"),
+        );
+        let created = b.create(&pod("after-a-died")).await.expect("create on b");
+        let seen = added(&mut on_c, 1).await;
+        assert_eq!(
+            seen,
+            vec![(
+                "after-a-died".to_string(),
+                created.metadata.resource_version
+            )]
+        );
+    });
+    for mut s in servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}
