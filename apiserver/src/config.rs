@@ -208,3 +208,70 @@ impl ServerConfig {
         self.data_dir.join("agent-credential.key")
     }
 }
+
+#[cfg(test)]
+mod store_spec_tests {
+    use super::StoreSpec;
+    use crate::storage::etcd::EtcdConfig;
+
+    #[test]
+    fn accepted_forms() {
+        assert_eq!("embedded".parse::<StoreSpec>(), Ok(StoreSpec::Embedded));
+        let etcd = |endpoints: &[&str], prefix: &str| {
+            Ok(StoreSpec::Etcd(EtcdConfig {
+                endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+                prefix: prefix.to_string(),
+            }))
+        };
+        assert_eq!(
+            "etcd://127.0.0.1:2379".parse::<StoreSpec>(),
+            etcd(&["127.0.0.1:2379"], "")
+        );
+        assert_eq!(
+            "etcd://127.0.0.1:2379,127.0.0.1:2479,etcd-2.local:2579/prod".parse::<StoreSpec>(),
+            etcd(
+                &["127.0.0.1:2379", "127.0.0.1:2479", "etcd-2.local:2579"],
+                "/prod"
+            )
+        );
+        assert_eq!(
+            "etcd://h:1/".parse::<StoreSpec>(),
+            etcd(&["h:1"], ""),
+            "a lone / is no prefix"
+        );
+        let spec: StoreSpec = "etcd://a:1,b:2/x".parse().expect("valid");
+        assert_eq!(spec.to_string(), "etcd://a:1,b:2/x", "Display round-trips");
+    }
+
+    /// Each malformed URL is refused naming the part that is wrong.
+    #[test]
+    fn malformed_urls_name_the_wrong_part() {
+        for (url, names) in [
+            ("", "expected embedded or etcd://"),
+            ("etcd", "expected embedded or etcd://"),
+            ("redis://h:1", "scheme \"redis\""),
+            ("etcd://", "at least one HOST:PORT"),
+            ("etcd:///prefix", "at least one HOST:PORT"),
+            (
+                "etcd://127.0.0.1",
+                "endpoint \"127.0.0.1\": expected HOST:PORT",
+            ),
+            ("etcd://h:1,", "endpoint \"\""),
+            ("etcd://h:0", "port \"0\""),
+            ("etcd://h:99999", "port \"99999\""),
+            ("etcd://h:x1", "port \"x1\""),
+            ("etcd://:2379", "host \"\""),
+            ("etcd://h st:2379", "host \"h st\""),
+            ("etcd://h:1/p/", "prefix \"/p/\""),
+            ("tikv://pd:2379", "TiKV"),
+        ] {
+            let err = url
+                .parse::<StoreSpec>()
+                .expect_err(&format!("{url:?} must be refused"));
+            assert!(
+                err.contains(names),
+                "{url:?}: {err:?} should name {names:?}"
+            );
+        }
+    }
+}

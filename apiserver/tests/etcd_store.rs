@@ -208,3 +208,92 @@ async fn unreachable_cluster_names_its_endpoints() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }
+
+/// An API server on etcd while the whole etcd cluster is down: a write fails with
+/// ServiceUnavailable and a retry hint (not a hang, not a panic), and applies nothing; when
+/// etcd is back, writes and reads work again and the server's watch cache caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_writes_are_503_while_etcd_is_down_and_work_after() {
+    use drover_api::core::Pod;
+    use drover_api::error::Reason;
+    use drover_apiserver::config::StoreSpec;
+    use drover_client::{Client, ClientConfig, ClientError};
+
+    let Some(mut cluster) = cluster().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = drover_apiserver::ServerConfig::new(dir.path())
+        .listen("127.0.0.1:0".parse().expect("addr"));
+    config.store = StoreSpec::Etcd(cluster.config(""));
+    let server = drover_apiserver::start(config)
+        .await
+        .expect("server on etcd");
+    let client = Client::new(&ClientConfig {
+        server: server.url(),
+        token: server.admin_token.clone(),
+    })
+    .expect("client");
+    let pods = client.namespaced::<Pod>("default");
+    let pod = |name: &str| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "command": ["true"]}]}
+        }))
+        .expect("pod")
+    };
+    pods.create(&pod("before"))
+        .await
+        .expect("create before the outage");
+
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    match pods.create(&pod("during")).await {
+        Err(ClientError::Api(status)) => {
+            assert_eq!(status.reason, Reason::ServiceUnavailable, "{status:?}");
+            assert_eq!(status.code, 503);
+            assert_eq!(
+                status.details.and_then(|d| d.retry_after_seconds),
+                Some(1),
+                "a retry hint"
+            );
+        }
+        other => panic!("a write with etcd down: {other:?}"),
+    }
+
+    for i in 0..3 {
+        cluster.restart(i).expect("restart etcd member");
+    }
+    let after = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match pods.create(&pod("after")).await {
+                Ok(p) => return p,
+                Err(e) => {
+                    eprintln!("etcd not back yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    })
+    .await
+    .expect("writes work again once etcd is back");
+    assert!(
+        pods.get("before").await.is_ok(),
+        "data from before the outage"
+    );
+    assert!(
+        pods.get_opt("during").await.expect("get").is_none(),
+        "the failed write applied nothing"
+    );
+    assert_eq!(
+        pods.get("after")
+            .await
+            .expect("get")
+            .metadata
+            .resource_version,
+        after.metadata.resource_version
+    );
+    server.shutdown().await.ok();
+}

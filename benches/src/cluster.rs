@@ -1,8 +1,10 @@
 //! The cluster a scenario runs against: the real control plane started in this process (API
-//! server on the embedded store in a temporary directory, scheduler, controllers where asked),
-//! or an existing server (`--server`), whose own scheduler then does the work.
+//! servers on the embedded store in a temporary directory or on an etcd cluster, scheduler,
+//! controllers where asked), or an existing server (`--server`), whose own scheduler then does
+//! the work.
 
 use drover_api::core::Namespace;
+use drover_apiserver::config::StoreSpec;
 use drover_apiserver::{RunningServer, ServerConfig};
 use drover_client::{Api, Client, ClientConfig};
 use drover_nodeagent::HollowCluster;
@@ -21,6 +23,10 @@ pub struct ClusterOptions {
     pub scheduler: Option<SchedulerConfig>,
     /// Start the controller manager (in process only).
     pub controllers: bool,
+    /// The store of the in-process API servers.
+    pub store: StoreSpec,
+    /// In-process API servers on that store (0 counts as 1; more than one needs a shared store).
+    pub apiservers: usize,
 }
 
 impl ClusterOptions {
@@ -38,7 +44,9 @@ pub struct Cluster {
     pub in_process: bool,
     /// Hollow node agents serving the nodes (`--hollow`); stopped first by [`Cluster::shutdown`].
     pub hollow: Option<HollowCluster>,
-    server: Option<RunningServer>,
+    /// A client of each in-process API server (the first is `client`'s server).
+    pub clients: Vec<Client>,
+    servers: Vec<RunningServer>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     _dir: Option<tempfile::TempDir>,
@@ -57,28 +65,47 @@ impl Cluster {
     pub async fn start(options: &ClusterOptions) -> Result<Cluster, BenchError> {
         let (stop, _) = watch::channel(false);
         if let Some(cfg) = &options.server {
+            let client = Client::new(cfg)?;
             return Ok(Cluster {
-                client: Client::new(cfg)?,
+                clients: vec![client.clone()],
+                client,
                 config: cfg.clone(),
                 in_process: false,
                 hollow: None,
-                server: None,
+                servers: Vec::new(),
                 tasks: vec![],
                 stop,
                 _dir: None,
             });
         }
         let dir = tempfile::tempdir()?;
-        let server = drover_apiserver::start(
-            ServerConfig::new(dir.path()).listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-        )
-        .await
-        .map_err(|e| BenchError::Start(e.to_string()))?;
+        let count = options.apiservers.max(1);
+        if count > 1 && options.store == StoreSpec::Embedded {
+            return Err(BenchError::Invalid(format!(
+                "--apiservers {count}: several API servers need a shared store (--store etcd://...)"
+            )));
+        }
+        let mut servers = Vec::with_capacity(count);
+        let mut clients = Vec::with_capacity(count);
+        for _ in 0..count {
+            // One data directory: the servers of one cluster share its tokens.
+            let mut server_config = ServerConfig::new(dir.path())
+                .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+            server_config.store = options.store.clone();
+            let server = drover_apiserver::start(server_config)
+                .await
+                .map_err(|e| BenchError::Start(e.to_string()))?;
+            clients.push(Client::new(&ClientConfig {
+                server: server.url(),
+                token: server.admin_token.clone(),
+            })?);
+            servers.push(server);
+        }
         let config = ClientConfig {
-            server: server.url(),
-            token: server.admin_token.clone(),
+            server: servers[0].url(),
+            token: servers[0].admin_token.clone(),
         };
-        let client = Client::new(&config)?;
+        let client = clients[0].clone();
         let mut tasks = Vec::new();
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -107,7 +134,8 @@ impl Cluster {
             config,
             in_process: true,
             hollow: None,
-            server: Some(server),
+            clients,
+            servers,
             tasks,
             stop,
             _dir: Some(dir),
@@ -132,7 +160,7 @@ impl Cluster {
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
-        if let Some(s) = self.server.take() {
+        for s in self.servers.drain(..) {
             let _ = s.shutdown().await;
         }
     }

@@ -151,13 +151,19 @@ impl ClientConfig {
     }
 }
 
-/// Adds `http://` to a bare `host:port`.
+/// Adds `http://` to a bare `host:port`, to each of a comma-separated list of servers.
 pub fn normalize_server(s: &str) -> String {
-    if s.contains("://") {
-        s.trim_end_matches('/').to_string()
-    } else {
-        format!("http://{}", s.trim_end_matches('/'))
-    }
+    s.split(',')
+        .map(|one| {
+            let one = one.trim().trim_end_matches('/');
+            if one.contains("://") {
+                one.to_string()
+            } else {
+                format!("http://{one}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(all(test, unix))]

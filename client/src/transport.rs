@@ -9,6 +9,12 @@
 //! on a busy scheduler or controller is measurable CPU.) Each connection's task only does I/O,
 //! and a keep-alive ping closes a connection whose peer stopped answering.
 //!
+//! Failover: the server address may list several API servers of one cluster
+//! (`http://a:6443,http://b:6443`). Connections go to the current one; when it cannot be
+//! reached, the next ones are tried in turn and the first that answers becomes current, so a
+//! call made after a server died goes to a live one. Calls in flight on the dead server's
+//! connections fail once (the caller retries, as every component does).
+//!
 //! Why a pool: a server caps the streams open at once on one connection (its
 //! `SETTINGS_MAX_CONCURRENT_STREAMS`, 200 by default in hyper), and a watch holds its stream
 //! for as long as it runs. One connection shared by many watchers (1,000 in-process node agents
@@ -53,10 +59,12 @@ struct Target {
     port: u16,
 }
 
-/// One pooled connection: its handle and how many of its streams this pool has open.
+/// One pooled connection: its handle, how many of its streams this pool has open, and which
+/// server it goes to.
 struct Conn {
     sender: h2::client::SendRequest<Bytes>,
     streams: Arc<AtomicUsize>,
+    target: usize,
 }
 
 impl Conn {
@@ -74,10 +82,21 @@ impl Conn {
     }
 
     /// Takes one stream slot: the guard gives it back when the response (or the call) is dropped.
-    fn claim(&self) -> (h2::client::SendRequest<Bytes>, StreamGuard) {
+    fn claim(&self) -> Slot {
         self.streams.fetch_add(1, Ordering::Relaxed);
-        (self.sender.clone(), StreamGuard(self.streams.clone()))
+        Slot {
+            sender: self.sender.clone(),
+            guard: StreamGuard(self.streams.clone()),
+            target: self.target,
+        }
     }
+}
+
+/// A stream slot on a connection to server `target`.
+struct Slot {
+    sender: h2::client::SendRequest<Bytes>,
+    guard: StreamGuard,
+    target: usize,
 }
 
 /// One open stream of a pooled connection.
@@ -92,14 +111,18 @@ impl Drop for StreamGuard {
 /// Lock order: `connecting` (async, held across the connect) before `conns` (never held across
 /// an await).
 struct Shared {
-    target: Target,
+    /// The API servers, in the order given; at least one.
+    targets: Vec<Target>,
+    /// The server new connections go to first.
+    current: AtomicUsize,
     /// The open connections; failed ones are dropped when next looked at.
     conns: Mutex<Vec<Conn>>,
     /// Held while connecting, so concurrent calls that find no room open one connection, not many.
     connecting: tokio::sync::Mutex<()>,
 }
 
-/// A lazily connected, reconnecting HTTP/2 connection to one server (plain `http://`).
+/// A lazily connected, reconnecting pool of HTTP/2 connections to one of the listed servers
+/// (plain `http://`).
 #[derive(Clone)]
 pub(crate) struct Transport {
     shared: Arc<Shared>,
@@ -108,14 +131,33 @@ pub(crate) struct Transport {
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transport")
-            .field("server", &self.shared.target.origin)
+            .field("servers", &self.shared.targets)
             .finish()
     }
 }
 
 impl Transport {
-    /// Parses `server` (`http://host:port`); connects on the first request.
-    pub(crate) fn new(server: &str) -> Result<Transport, String> {
+    /// Parses `servers` (`http://host:port`, or several separated by commas); connects on the
+    /// first request.
+    pub(crate) fn new(servers: &str) -> Result<Transport, String> {
+        let targets = servers
+            .split(',')
+            .map(|s| Target::parse(s.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Transport {
+            shared: Arc::new(Shared {
+                targets,
+                current: AtomicUsize::new(0),
+                conns: Mutex::new(Vec::new()),
+                connecting: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+}
+
+impl Target {
+    /// Parses one server address, `http://host:port`.
+    fn parse(server: &str) -> Result<Target, String> {
         let bad = |why: &str| format!("server {server:?}: {why}");
         let uri: Uri = server.parse().map_err(|e| bad(&format!("{e}")))?;
         match uri.scheme() {
@@ -143,23 +185,20 @@ impl Transport {
             .path_and_query("/")
             .build()
             .map_err(|e| bad(&format!("{e}")))?;
-        Ok(Transport {
-            shared: Arc::new(Shared {
-                target: Target { origin, host, port },
-                conns: Mutex::new(Vec::new()),
-                connecting: tokio::sync::Mutex::new(()),
-            }),
-        })
+        Ok(Target { origin, host, port })
     }
+}
 
-    /// The origin requests are addressed to (`http://host:port/`).
+impl Transport {
+    /// The origin requests are addressed to (`http://host:port/` of the first server; each
+    /// request's authority is set to the server its connection goes to).
     pub(crate) fn origin(&self) -> Uri {
-        self.shared.target.origin.clone()
+        self.shared.targets[0].origin.clone()
     }
 
     /// A stream slot on an open connection with room, dropping connections that failed. With
     /// `or_least_loaded`, a full pool still answers with its least loaded connection.
-    fn pick(&self, or_least_loaded: bool) -> Option<(h2::client::SendRequest<Bytes>, StreamGuard)> {
+    fn pick(&self, or_least_loaded: bool) -> Option<Slot> {
         let mut conns = self.shared.conns.lock().ok()?;
         let noop = std::task::Waker::noop();
         conns.retain_mut(|c| {
@@ -181,7 +220,7 @@ impl Transport {
     }
 
     /// A stream slot: on an open connection with room, else on a new connection.
-    async fn sender(&self) -> Result<(h2::client::SendRequest<Bytes>, StreamGuard), BoxError> {
+    async fn sender(&self) -> Result<Slot, BoxError> {
         if let Some(s) = self.pick(false) {
             return Ok(s);
         }
@@ -190,7 +229,7 @@ impl Transport {
         if let Some(s) = self.pick(false) {
             return Ok(s);
         }
-        let sender = match self.connect().await {
+        let (sender, target) = match self.connect_any().await {
             Ok(s) => s,
             // A pool that has connections keeps working through them rather than failing.
             Err(e) => return self.pick(true).ok_or(e),
@@ -198,11 +237,12 @@ impl Transport {
         let conn = Conn {
             sender,
             streams: Arc::new(AtomicUsize::new(0)),
+            target,
         };
         let slot = conn.claim();
         if let Ok(mut conns) = self.shared.conns.lock() {
             if !conns.is_empty() {
-                debug!(server = %self.shared.target.origin, connections = conns.len() + 1, "every connection is at its stream limit; opened another");
+                debug!(server = %self.shared.targets[target].origin, connections = conns.len() + 1, "every connection is at its stream limit; opened another");
             }
             conns.push(conn);
         }
@@ -219,8 +259,33 @@ impl Transport {
             .unwrap_or_default()
     }
 
-    async fn connect(&self) -> Result<h2::client::SendRequest<Bytes>, BoxError> {
-        let t = &self.shared.target;
+    /// Connects to the current server, or failing that to the next ones in turn; the first
+    /// that answers becomes current.
+    async fn connect_any(&self) -> Result<(h2::client::SendRequest<Bytes>, usize), BoxError> {
+        let n = self.shared.targets.len();
+        let first = self.shared.current.load(Ordering::Relaxed) % n;
+        let mut failures = Vec::new();
+        for k in 0..n {
+            let i = (first + k) % n;
+            match self.connect(&self.shared.targets[i]).await {
+                Ok(sender) => {
+                    if i != first {
+                        debug!(from = %self.shared.targets[first].origin, to = %self.shared.targets[i].origin, "failed over to another API server");
+                    }
+                    self.shared.current.store(i, Ordering::Relaxed);
+                    return Ok((sender, i));
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        Err(if n == 1 {
+            failures.remove(0).into()
+        } else {
+            format!("no API server answered: {}", failures.join("; ")).into()
+        })
+    }
+
+    async fn connect(&self, t: &Target) -> Result<h2::client::SendRequest<Bytes>, BoxError> {
         let tcp = tokio::time::timeout(
             CONNECT_TIMEOUT,
             tokio::net::TcpStream::connect((t.host.as_str(), t.port)),
@@ -231,7 +296,8 @@ impl Transport {
                 "connecting to {}: timed out after {CONNECT_TIMEOUT:?}",
                 t.origin
             )
-        })??;
+        })?
+        .map_err(|e| format!("connecting to {}: {e}", t.origin))?;
         tcp.set_nodelay(true)?;
         let (sender, mut connection) = h2::client::Builder::new()
             // HTTP/2's default 64 KiB windows make a busy watch stop every 32 KiB until the
@@ -289,8 +355,19 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Transport {
             let (parts, body) = request.into_parts();
             // Every call of the API sends one message: its encoding is ready at once.
             let body = body.collect().await?.to_bytes();
-            let (sender, guard) = this.sender().await?;
+            let Slot {
+                sender,
+                guard,
+                target,
+            } = this.sender().await?;
             let mut sender = sender.ready().await?;
+            let mut parts = parts;
+            if target != 0 && parts.uri.authority().is_some() {
+                // Addressed to the server the connection goes to, not the first listed.
+                let mut uri = parts.uri.into_parts();
+                uri.authority = this.shared.targets[target].origin.authority().cloned();
+                parts.uri = Uri::from_parts(uri)?;
+            }
             let end = body.is_empty();
             let (response, mut stream) =
                 sender.send_request(http::Request::from_parts(parts, ()), end)?;
@@ -423,5 +500,56 @@ mod tests {
         // Ending the watches gives their slots back.
         held.clear();
         assert_eq!(t.open_streams().iter().sum::<usize>(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_dead_server_in_the_list_fails_over_to_the_next() {
+        // Nothing listens at `dead` (bound, then closed).
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (live, accepted) = server(10).await;
+        let mut t = Transport::new(&format!("http://{dead}, http://{live}")).unwrap();
+        for _ in 0..3 {
+            let answered = tokio::time::timeout(Duration::from_secs(10), t.call(request("/get")))
+                .await
+                .expect("a call with one live server listed");
+            drop(answered.expect("answered by the live server"));
+        }
+        assert_eq!(
+            accepted.load(Ordering::Relaxed),
+            1,
+            "one connection, reused"
+        );
+        assert_eq!(
+            t.shared.current.load(Ordering::Relaxed),
+            1,
+            "the live server is current"
+        );
+
+        // Every server dead: the error names each.
+        let (a, b) = (dead, {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        });
+        let mut none = Transport::new(&format!("http://{a},http://{b}")).unwrap();
+        let err = match none.call(request("/get")).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("no server listens"),
+        };
+        assert!(
+            err.contains(&a.to_string()) && err.contains(&b.to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_server_in_the_list_is_named() {
+        let err = Transport::new("http://127.0.0.1:1,ftp://x:2").unwrap_err();
+        assert!(
+            err.contains("ftp://x:2") && err.contains("http://"),
+            "{err}"
+        );
     }
 }

@@ -186,6 +186,8 @@ impl AgentConfig {
 
 /// The address this machine uses to reach the API server (no packet is sent).
 pub async fn detect_node_ip(server: &str) -> IpAddr {
+    // Of a list of API servers, the first.
+    let server = server.split(',').next().unwrap_or(server);
     let hostport = server
         .split("://")
         .nth(1)

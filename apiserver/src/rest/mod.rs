@@ -52,7 +52,14 @@ async fn version() -> impl IntoResponse {
 pub fn error_response(s: &Status) -> Response {
     let code = StatusCode::from_u16(s.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_vec(s).unwrap_or_default();
-    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    let mut response = (code, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(after) = s.details.as_ref().and_then(|d| d.retry_after_seconds) {
+        // As Kubernetes does for 429 and 503: the hint in a header as well as in the Status.
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(after));
+    }
+    response
 }
 
 fn json_response(code: StatusCode, body: Bytes) -> Response {
@@ -124,4 +131,31 @@ fn watch_response(w: Watching) -> Response {
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_api::error::{Reason, StatusDetails};
+
+    #[test]
+    fn a_retry_hint_is_also_a_retry_after_header() {
+        let mut s = Status::new(Reason::ServiceUnavailable, "storage: down");
+        assert!(
+            error_response(&s)
+                .headers()
+                .get(header::RETRY_AFTER)
+                .is_none()
+        );
+        s.details = Some(StatusDetails {
+            retry_after_seconds: Some(1),
+            ..Default::default()
+        });
+        let r = error_response(&s);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            r.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+    }
 }

@@ -103,8 +103,15 @@ fn now() -> drover_api::Time {
     chrono::Utc::now()
 }
 
+/// A store failure: 503, with a hint to retry in a second (the store's own retries, failover
+/// to another member included, have already run out).
 fn store_err(e: crate::storage::StoreError) -> Status {
-    Status::new(Reason::ServiceUnavailable, format!("storage: {e}"))
+    let mut status = Status::new(Reason::ServiceUnavailable, format!("storage: {e}"));
+    status.details = Some(drover_api::error::StatusDetails {
+        retry_after_seconds: Some(1),
+        ..Default::default()
+    });
+    status
 }
 
 impl ApiService {

@@ -4,6 +4,11 @@
 //! pod's ADDED event arrives. Create latency is request sent → response; watch latency is
 //! response (the durable acknowledgement) → event arrival, clamped at zero (an event can
 //! overtake its own acknowledgement; those are counted).
+//!
+//! With `--store etcd://...` the in-process API servers (`--apiservers N`, clients spread over
+//! them round-robin, the watcher on the first) keep their state in that etcd cluster, and a first
+//! phase measures the base of the ratio: the same number of create-if-absent transactions of a
+//! pod's size straight to etcd through the store client, from as many concurrent tasks.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +21,10 @@ use drover_client::{Api, ListParams, WatchEvent};
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use serde::Serialize;
+
+use drover_apiserver::config::StoreSpec;
+use drover_apiserver::storage::etcd::{EtcdConfig, EtcdStore};
+use drover_apiserver::storage::{Compare, Op, Store, Txn};
 
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::plot::Chart;
@@ -54,6 +63,15 @@ pub struct Options {
     pub idle_timeout: Duration,
 }
 
+/// The store's own rate, measured in the same run (etcd only).
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct StoreBaseline {
+    pub txns: usize,
+    pub errors: usize,
+    pub txns_per_s: f64,
+    pub latency: Latency,
+}
+
 impl Options {
     pub fn params(&self) -> Vec<(String, String)> {
         vec![
@@ -62,6 +80,11 @@ impl Options {
             (
                 "transport".into(),
                 format!("{:?}", self.transport).to_lowercase(),
+            ),
+            ("store".into(), self.cluster.store.to_string()),
+            (
+                "apiservers".into(),
+                self.cluster.apiservers.max(1).to_string(),
             ),
         ]
     }
@@ -73,6 +96,9 @@ pub struct ApiReport {
     pub clients: usize,
     pub objects: usize,
     pub in_process: bool,
+    pub store: String,
+    pub apiservers: usize,
+    pub store_baseline: Option<StoreBaseline>,
     pub created: usize,
     pub errors: usize,
     pub first_error: Option<String>,
@@ -91,8 +117,15 @@ pub struct ApiReport {
 type Acks = Arc<Mutex<Vec<(String, Instant, Duration)>>>;
 
 pub async fn run(opts: &Options, progress: &Progress) -> Result<ApiReport, BenchError> {
+    // The base first, before any API server watches the store, so its keys are gone by then.
+    let store_baseline = match &opts.cluster.store {
+        StoreSpec::Etcd(etcd) if opts.cluster.server.is_none() => {
+            Some(etcd_baseline(etcd, opts, progress).await?)
+        }
+        _ => None,
+    };
     let cluster = Cluster::start(&opts.cluster).await?;
-    let result = run_on(&cluster, opts, progress).await;
+    let result = run_on(&cluster, opts, progress, store_baseline).await;
     cluster.shutdown().await;
     result
 }
@@ -101,10 +134,12 @@ async fn run_on(
     cluster: &Cluster,
     opts: &Options,
     progress: &Progress,
+    store_baseline: Option<StoreBaseline>,
 ) -> Result<ApiReport, BenchError> {
     let ns = format!("api-{}", crate::cluster::run_id());
     cluster.ensure_namespace(&ns).await?;
     let api: Api<Pod> = cluster.client.namespaced(&ns);
+    let apis: Vec<Api<Pod>> = cluster.clients.iter().map(|c| c.namespaced(&ns)).collect();
     let mut stream = api.watch(&ListParams::default(), "").await?;
     let arrived = Arc::new(AtomicUsize::new(0));
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -142,9 +177,9 @@ async fn run_on(
     .into();
     let auth: Arc<str> = format!("Bearer {}", cluster.config.token).into();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..opts.clients.max(1) {
+    for c in 0..opts.clients.max(1) {
         let (api, next, acks, errors, progress) = (
-            api.clone(),
+            apis[c % apis.len()].clone(),
             next.clone(),
             acks.clone(),
             errors.clone(),
@@ -227,6 +262,9 @@ async fn run_on(
         clients: opts.clients,
         objects: opts.objects,
         in_process: cluster.in_process,
+        store: opts.cluster.store.to_string(),
+        apiservers: cluster.clients.len(),
+        store_baseline,
         created: acks.len(),
         errors,
         first_error,
@@ -240,6 +278,101 @@ async fn run_on(
         create_latency_cdf_ms: stats::cdf(&create, 400),
         watch_latency_cdf_ms: stats::cdf(&watch, 400),
         creates_per_s_over_time: stats::rate_over_time(&offsets, stats::bucket_for(wall)),
+    })
+}
+
+/// Where the baseline's keys go (outside the API server's keys), removed after it.
+const BASELINE_PREFIX: &str = "/drover-bench-baseline/";
+
+/// `opts.objects` create-if-absent transactions of a pod's JSON straight to etcd, from
+/// `opts.clients` tasks, under a key prefix of their own.
+async fn etcd_baseline(
+    etcd: &EtcdConfig,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<StoreBaseline, BenchError> {
+    let store = EtcdStore::connect(etcd.clone())
+        .await
+        .map_err(|e| BenchError::Start(e.to_string()))?;
+    let value = Bytes::from(
+        serde_json::to_vec(&Shape::Cpu.pod("default", "o-0"))
+            .map_err(|e| BenchError::Start(e.to_string()))?,
+    );
+    progress.phase("etcd baseline txns", opts.objects as u64);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for _ in 0..opts.clients.max(1) {
+        let (store, next, value, progress) =
+            (store.clone(), next.clone(), value.clone(), progress.clone());
+        let total = opts.objects;
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return (latencies, errors);
+                }
+                let key = Bytes::from(format!("{BASELINE_PREFIX}{i}"));
+                let txn = Txn {
+                    compares: vec![Compare::ModRevision {
+                        key: key.clone(),
+                        revision: 0,
+                    }],
+                    ops: vec![Op::Put {
+                        key,
+                        value: value.clone(),
+                    }],
+                };
+                let sent = Instant::now();
+                match store.txn(txn).await {
+                    Ok(r) if r.succeeded => latencies.push(sent.elapsed()),
+                    _ => errors += 1,
+                }
+                progress.inc(1);
+            }
+        });
+    }
+    let mut latencies = Vec::with_capacity(opts.objects);
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (l, e) = done.map_err(|e| BenchError::Start(e.to_string()))?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let wall = start.elapsed();
+    progress.finish();
+    // Leave etcd as it was: the baseline's keys go, in pages.
+    let end = drover_apiserver::storage::prefix_end(BASELINE_PREFIX.as_bytes());
+    loop {
+        // etcd takes at most 128 operations per transaction by default.
+        let page = store
+            .range(BASELINE_PREFIX.as_bytes(), &end, 100)
+            .await
+            .map_err(|e| BenchError::Start(e.to_string()))?;
+        if page.kvs.is_empty() {
+            break;
+        }
+        let ops = page
+            .kvs
+            .into_iter()
+            .map(|kv| Op::Delete { key: kv.key })
+            .collect();
+        store
+            .txn(Txn {
+                compares: vec![],
+                ops,
+            })
+            .await
+            .map_err(|e| BenchError::Start(e.to_string()))?;
+    }
+    store.close().await;
+    Ok(StoreBaseline {
+        txns: latencies.len(),
+        errors,
+        txns_per_s: latencies.len() as f64 / wall.as_secs_f64().max(1e-9),
+        latency: Latency::from_durations(&latencies),
     })
 }
 
@@ -280,7 +413,10 @@ impl Report for ApiReport {
             (
                 "server",
                 if self.in_process {
-                    "in process (embedded store, durable acks)".to_string()
+                    format!(
+                        "in process ×{} ({} store, durable acks)",
+                        self.apiservers, self.store
+                    )
                 } else {
                     "remote (--server)".into()
                 },
@@ -301,6 +437,16 @@ impl Report for ApiReport {
                 num(self.events_before_ack as f64, 0),
             ),
         ];
+        if let Some(b) = &self.store_baseline {
+            rows.push(("etcd txns/s (base)", num(b.txns_per_s, 0)));
+            rows.push(("etcd txn p50 ms", num(b.latency.p50_ms, 2)));
+            rows.push(("etcd txn p99 ms", num(b.latency.p99_ms, 2)));
+            rows.push(("etcd baseline errors", num(b.errors as f64, 0)));
+            rows.push((
+                "creates/s ÷ etcd txns/s",
+                num(self.creates_per_s / b.txns_per_s.max(1e-9), 2),
+            ));
+        }
         rows.extend(self.usage.rows());
         if let Some(e) = &self.first_error {
             rows.push(("first error", e.clone()));

@@ -204,6 +204,14 @@ pub struct ApiArgs {
     /// grpc or rest.
     #[arg(long, default_value = "grpc")]
     pub transport: String,
+    /// The in-process API servers' store: embedded, or etcd://HOST:PORT,... (then a first
+    /// phase measures etcd's own transaction rate as the base of the ratio).
+    #[arg(long, default_value = "embedded")]
+    pub store: drover_apiserver::config::StoreSpec,
+    /// In-process API servers on that store, the clients spread over them (more than one needs
+    /// --store etcd://...).
+    #[arg(long, default_value_t = 1)]
+    pub apiservers: usize,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -239,6 +247,7 @@ impl ClusterArgs {
                 server,
                 scheduler,
                 controllers: false,
+                ..Default::default()
             },
         }
     }
@@ -463,6 +472,8 @@ async fn run_api(
     let opts = scenario::api::Options {
         cluster: ClusterOptions {
             server,
+            store: a.store.clone(),
+            apiservers: a.apiservers,
             ..Default::default()
         },
         clients: a.clients,

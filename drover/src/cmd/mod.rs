@@ -21,7 +21,9 @@ use drover_client::{Client, ClientConfig, ClientError};
 /// Flags every command takes.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// API server address (default: from the config file, else http://127.0.0.1:6443).
+    /// API server address, or several of one cluster separated by commas (calls fail over to
+    /// the next when one cannot be reached); default: from the config file, else
+    /// http://127.0.0.1:6443.
     #[arg(long, global = true, env = "DROVER_SERVER")]
     pub server: Option<String>,
     /// Bearer token (default: from the config file).
