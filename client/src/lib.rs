@@ -5,9 +5,12 @@
 //! [`Api<T>`] gives typed verbs for one kind in one namespace (or across all);
 //! [`informer`] keeps a local cache of a kind up to date through list + watch.
 
+pub mod clock;
 pub mod config;
 pub mod events;
 pub mod informer;
+pub mod leader;
+pub mod stop;
 mod transport;
 mod typed;
 

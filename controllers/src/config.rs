@@ -66,7 +66,7 @@ pub struct ControllersConfig {
 impl Default for ControllersConfig {
     fn default() -> Self {
         ControllersConfig {
-            identity: default_identity(),
+            identity: drover_client::leader::default_identity(),
             leader_elect: false,
             lease_name: DEFAULT_LEASE_NAME.into(),
             lease_namespace: DEFAULT_LEASE_NAMESPACE.into(),
@@ -109,13 +109,4 @@ impl ControllersConfig {
         self.pod_eviction_timeout = d;
         self
     }
-}
-
-fn default_identity() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "drover".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{host}_{}_{nanos:08x}", std::process::id())
 }

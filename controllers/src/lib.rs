@@ -13,13 +13,11 @@
 //!
 //! Start at [`run`], which wires them together.
 
-pub mod clock;
 pub mod config;
 pub mod events;
 pub mod eviction;
 pub mod gc;
 pub mod job;
-pub mod leader;
 pub mod node_lifecycle;
 pub mod pod_failure;
 pub mod pod_gc;
@@ -32,8 +30,10 @@ use std::sync::Arc;
 use drover_client::Client;
 use tokio::task::JoinSet;
 
+// Leader election and its clock live in the client crate, shared with the scheduler.
 pub use clock::Clock;
 pub use config::ControllersConfig;
+pub use drover_client::{clock, leader};
 
 use crate::runtime::{Caches, Controller, QueueHandle, Stop, WorkQueue};
 

@@ -21,5 +21,8 @@ pub mod testing;
 mod report;
 mod service;
 
-pub use service::{DEFAULT_BIND_CONCURRENCY, SchedulerConfig, SchedulerError, run};
+pub use service::{
+    DEFAULT_BIND_CONCURRENCY, DEFAULT_LEASE_NAME, DEFAULT_LEASE_NAMESPACE, SchedulerConfig,
+    SchedulerError, run,
+};
 pub use simulate::Simulator;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use drover_client::Client;
+use drover_client::leader::ElectionConfig;
 use drover_controllers::ControllersConfig;
 use drover_controllers::config as defaults;
 
@@ -12,21 +13,8 @@ use super::GlobalArgs;
 /// Flags of `drover controllers`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// Elect a leader through a Lease, so several managers can run and one acts.
-    #[arg(long)]
-    pub leader_elect: bool,
-    /// This manager's identity in the leader lease (default: host name, pid and a random part).
-    #[arg(long)]
-    pub identity: Option<String>,
-    /// How long a leader's lease lasts without renewal.
-    #[arg(long, value_parser = parse_duration, default_value = "15s")]
-    pub leader_elect_lease_duration: Duration,
-    /// A leader that cannot renew for this long steps down.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
-    pub leader_elect_renew_deadline: Duration,
-    /// How often leaders renew and candidates retry.
-    #[arg(long, value_parser = parse_duration, default_value = "2s")]
-    pub leader_elect_retry_period: Duration,
+    #[command(flatten)]
+    pub election: LeaderElectArgs,
     /// A node whose lease is not renewed for this long is marked unreachable.
     #[arg(long, value_parser = parse_duration, default_value = "15s")]
     pub node_monitor_grace_period: Duration,
@@ -63,13 +51,13 @@ pub struct Args {
 impl Args {
     pub fn config(&self) -> ControllersConfig {
         let mut c = ControllersConfig::default();
-        if let Some(id) = &self.identity {
+        if let Some(id) = &self.election.identity {
             c.identity = id.clone();
         }
-        c.leader_elect = self.leader_elect;
-        c.lease_duration = self.leader_elect_lease_duration;
-        c.renew_deadline = self.leader_elect_renew_deadline;
-        c.retry_period = self.leader_elect_retry_period;
+        c.leader_elect = self.election.leader_elect;
+        c.lease_duration = self.election.leader_elect_lease_duration;
+        c.renew_deadline = self.election.leader_elect_renew_deadline;
+        c.retry_period = self.election.leader_elect_retry_period;
         c.node_monitor_grace_period = self.node_monitor_grace_period;
         c.node_monitor_period = self.node_monitor_period;
         c.pod_eviction_timeout = self.pod_eviction_timeout;
@@ -81,6 +69,44 @@ impl Args {
         c.node_lease_namespace = self.node_lease_namespace.clone();
         c.concurrency = self.concurrency;
         c
+    }
+}
+
+/// Leader election flags, the same on `drover controllers` and `drover scheduler` (and named as
+/// Kubernetes' components name them).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LeaderElectArgs {
+    /// Elect a leader through a Lease, so several copies can run and one acts.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// This copy's identity in the leader lease (default: host name, pid and a random part).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// How long a leader's lease lasts without renewal.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub leader_elect_lease_duration: Duration,
+    /// A leader that cannot renew for this long steps down.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub leader_elect_renew_deadline: Duration,
+    /// How often leaders renew and candidates retry.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub leader_elect_retry_period: Duration,
+}
+
+impl LeaderElectArgs {
+    /// The election in Lease `namespace/name`, when `--leader-elect` is given.
+    pub fn election(&self, namespace: &str, name: &str) -> Option<ElectionConfig> {
+        self.leader_elect.then(|| ElectionConfig {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            identity: self
+                .identity
+                .clone()
+                .unwrap_or_else(drover_client::leader::default_identity),
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
+        })
     }
 }
 

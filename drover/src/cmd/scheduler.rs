@@ -13,6 +13,10 @@ pub struct Args {
     /// Binding calls in flight at once.
     #[arg(long, default_value_t = drover_scheduler::DEFAULT_BIND_CONCURRENCY)]
     pub bind_concurrency: usize,
+    /// With --leader-elect, the Lease (kube-system/drover-scheduler) decides which of several
+    /// schedulers binds; the others wait to take over.
+    #[command(flatten)]
+    pub election: super::controllers::LeaderElectArgs,
 }
 
 /// The scheduler's configuration from the flags.
@@ -20,6 +24,10 @@ pub fn config(args: &Args) -> SchedulerConfig {
     SchedulerConfig {
         preemption: !args.no_preemption,
         bind_concurrency: args.bind_concurrency,
+        leader_election: args.election.election(
+            drover_scheduler::DEFAULT_LEASE_NAMESPACE,
+            drover_scheduler::DEFAULT_LEASE_NAME,
+        ),
         ..SchedulerConfig::default()
     }
 }

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use drover_api::core::{Node, Pod};
 use drover_api::scheduling::{PodGroup, PriorityClass, topology_mode};
+use drover_client::clock::Clock;
 use drover_client::informer::{Change, Informer};
+use drover_client::leader::{ElectionConfig, LeaderElector};
+use drover_client::stop::Stop;
 use drover_client::{Client, ClientError, ListParams};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -69,7 +72,14 @@ pub struct SchedulerConfig {
     pub plan_budget: Duration,
     /// Whether pending pods may preempt lower-priority ones.
     pub preemption: bool,
+    /// Elect a leader through this Lease, so several schedulers can run and only one binds
+    /// (`None`: schedule at once, alone).
+    pub leader_election: Option<ElectionConfig>,
 }
+
+/// The scheduler's Lease, as Kubernetes names its own (`kube-system/kube-scheduler`).
+pub const DEFAULT_LEASE_NAME: &str = "drover-scheduler";
+pub const DEFAULT_LEASE_NAMESPACE: &str = "kube-system";
 
 impl std::fmt::Debug for SchedulerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +104,7 @@ impl Default for SchedulerConfig {
             hard_gang_size: DEFAULT_HARD_GANG_SIZE,
             plan_budget: DEFAULT_PLAN_BUDGET,
             preemption: true,
+            leader_election: None,
         }
     }
 }
@@ -150,8 +161,43 @@ fn forward<T: Send + Sync + 'static>(
     }
 }
 
-/// Runs the scheduler until `shutdown` resolves.
+/// Runs the scheduler until `shutdown` resolves; with `config.leader_election`, only while it
+/// holds the Lease (a standby campaigns until the leader is gone, then starts from a fresh list
+/// of the cluster, as any restart does).
 pub async fn run(
+    config: SchedulerConfig,
+    client: Client,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SchedulerError> {
+    let Some(election) = config.leader_election.clone() else {
+        return run_alone(config, client, shutdown).await;
+    };
+    // A bad configuration fails now, not once elected.
+    Profiles::build(&config.profiles, &Registry::with_defaults())?;
+    let (tx, stop) = Stop::new();
+    let elector = LeaderElector::new(&client, election, Clock::new());
+    let work = move |leading: Stop| {
+        let (config, client) = (config.clone(), client.clone());
+        async move {
+            if let Err(e) = run_alone(config, client, leading.wait()).await {
+                tracing::error!(error = %e, "scheduler stopped");
+            }
+        }
+    };
+    let campaign = elector.run(stop, work);
+    tokio::pin!(campaign);
+    tokio::select! {
+        _ = &mut campaign => {}
+        _ = shutdown => {
+            tx.stop();
+            campaign.await;
+        }
+    }
+    Ok(())
+}
+
+/// The scheduling loop itself, until `shutdown` resolves.
+async fn run_alone(
     config: SchedulerConfig,
     client: Client,
     shutdown: impl Future<Output = ()>,

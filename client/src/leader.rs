@@ -3,17 +3,20 @@
 //! lease duration (measured on the candidate's own clock from when it last saw the lease change,
 //! so clock skew between machines does not matter); the leader renews it every retry period and
 //! steps down when it has not managed to for the renew deadline; on shutdown it releases it.
+//!
+//! The controller manager and the scheduler both elect through it, so several copies of each can
+//! run and exactly one acts.
 
 use std::future::Future;
 use std::time::Duration;
 
 use drover_api::coordination::{Lease, LeaseSpec};
-use drover_client::{Api, Client, ClientError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::runtime::Stop;
+use crate::stop::Stop;
+use crate::{Api, Client, ClientError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
@@ -24,6 +27,16 @@ pub enum LeaderError {
         #[source]
         source: ClientError,
     },
+}
+
+/// A candidate identity unique to this process: host name, pid and a random part.
+pub fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "drover".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{host}_{}_{nanos:08x}", std::process::id())
 }
 
 /// Settings of one election.
