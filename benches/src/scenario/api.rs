@@ -107,6 +107,8 @@ pub struct ApiReport {
     pub create_latency: Latency,
     pub watch_events: usize,
     pub watch_latency: Latency,
+    /// Watch latency of the writes acknowledged by another server than the watcher's.
+    pub cross_server_watch_latency: Option<Latency>,
     pub events_before_ack: usize,
     pub usage: Usage,
     pub create_latency_cdf_ms: Vec<(f64, f64)>,
@@ -114,7 +116,8 @@ pub struct ApiReport {
     pub creates_per_s_over_time: Vec<(f64, f64)>,
 }
 
-type Acks = Arc<Mutex<Vec<(String, Instant, Duration)>>>;
+/// Each acknowledged create: pod name, when acked, create latency, the server it went through.
+type Acks = Arc<Mutex<Vec<(String, Instant, Duration, usize)>>>;
 
 pub async fn run(opts: &Options, progress: &Progress) -> Result<ApiReport, BenchError> {
     // The base first, before any API server watches the store, so its keys are gone by then.
@@ -178,8 +181,9 @@ async fn run_on(
     let auth: Arc<str> = format!("Bearer {}", cluster.config.token).into();
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..opts.clients.max(1) {
+        let server = c % apis.len();
         let (api, next, acks, errors, progress) = (
-            apis[c % apis.len()].clone(),
+            apis[server].clone(),
             next.clone(),
             acks.clone(),
             errors.clone(),
@@ -210,7 +214,7 @@ async fn run_on(
                 match r {
                     Ok(()) => {
                         if let Ok(mut a) = acks.lock() {
-                            a.push((pod.metadata.name, acked, acked - sent));
+                            a.push((pod.metadata.name, acked, acked - sent, server));
                         }
                     }
                     Err(e) => {
@@ -246,13 +250,19 @@ async fn run_on(
         .await
         .map_err(|e| BenchError::Start(e.to_string()))?;
     let mut watch = Vec::with_capacity(acks.len());
+    let mut cross = Vec::new();
     let mut before = 0;
-    for (name, acked, _) in &acks {
+    for (name, acked, _, server) in &acks {
         if let Some(at) = seen.get(name) {
             if at < acked {
                 before += 1;
             }
-            watch.push(at.saturating_duration_since(*acked));
+            let latency = at.saturating_duration_since(*acked);
+            watch.push(latency);
+            // The watcher is on the first server: a write through another crossed the store.
+            if *server != 0 {
+                cross.push(latency);
+            }
         }
     }
     let create: Vec<Duration> = acks.iter().map(|a| a.2).collect();
@@ -273,6 +283,7 @@ async fn run_on(
         create_latency: Latency::from_durations(&create),
         watch_events: watch.len(),
         watch_latency: Latency::from_durations(&watch),
+        cross_server_watch_latency: (!cross.is_empty()).then(|| Latency::from_durations(&cross)),
         events_before_ack: before,
         usage,
         create_latency_cdf_ms: stats::cdf(&create, 400),
@@ -432,6 +443,12 @@ impl Report for ApiReport {
             ("watch events seen", num(self.watch_events as f64, 0)),
             ("watch ack→event p50 ms", num(self.watch_latency.p50_ms, 2)),
             ("watch ack→event p99 ms", num(self.watch_latency.p99_ms, 2)),
+            (
+                "watch p99 ms, written via another server",
+                self.cross_server_watch_latency
+                    .as_ref()
+                    .map_or("-".to_string(), |l| num(l.p99_ms, 2)),
+            ),
             (
                 "events before their ack",
                 num(self.events_before_ack as f64, 0),
