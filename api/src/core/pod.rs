@@ -219,9 +219,11 @@ pub struct ContainerStatus {
     pub started: Option<bool>,
     #[serde(default)]
     pub restart_count: i32,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Always written, as Kubernetes does (its clients require `image` and `imageID`).
+    #[serde(default)]
     pub image: String,
-    #[serde(default, rename = "imageID", skip_serializing_if = "String::is_empty")]
+    /// The image's digest; for a process runtime, empty but present.
+    #[serde(default, rename = "imageID")]
     pub image_id: String,
     #[serde(
         default,
@@ -419,5 +421,25 @@ impl Resource for Pod {
             "status.phase" => Some(self.status.phase.clone()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ContainerStatus;
+
+    /// Kubernetes' clients require `image` and `imageID` in a container status (the Python
+    /// client refuses a pod without them), so they are written even when empty.
+    #[test]
+    fn container_status_always_carries_image_and_image_id() {
+        let status = ContainerStatus {
+            name: "main".into(),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&status).expect("serialize");
+        assert_eq!(json["image"], "");
+        assert_eq!(json["imageID"], "");
+        let back: ContainerStatus = serde_json::from_value(json).expect("round trip");
+        assert_eq!(back, status);
     }
 }

@@ -39,12 +39,28 @@ pub fn router(svc: ApiService) -> Router {
         .with_state(svc)
 }
 
+/// The Kubernetes API version whose shapes Drover serves, as `/version` reports it.
+const KUBERNETES_MAJOR: &str = "1";
+const KUBERNETES_MINOR: &str = "30";
+
+/// `/version` as Kubernetes answers it: kubectl parses `gitVersion` as semver, so it is the
+/// Kubernetes version served with Drover's own as the pre-release part
+/// (`v1.30.0-drover.0.1.0`); `drover` carries our version plainly.
 async fn version() -> impl IntoResponse {
     axum::Json(serde_json::json!({
-        "major": "1",
-        "minor": "0",
-        "gitVersion": concat!("drover-", env!("CARGO_PKG_VERSION")),
+        "major": KUBERNETES_MAJOR,
+        "minor": KUBERNETES_MINOR,
+        "gitVersion": format!(
+            "v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0-drover.{}",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "gitCommit": "",
+        "gitTreeState": "",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
         "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+        "drover": env!("CARGO_PKG_VERSION"),
     }))
 }
 
@@ -137,6 +153,24 @@ fn watch_response(w: Watching) -> Response {
 mod tests {
     use super::*;
     use drover_api::error::{Reason, StatusDetails};
+
+    /// kubectl parses gitVersion as semver (`kubectl version` exited 1 on "drover-0.1.0").
+    #[tokio::test]
+    async fn version_is_semver_with_drover_as_pre_release() {
+        let body = version().await.into_response().into_body();
+        let bytes = axum::body::to_bytes(body, 1 << 16).await.expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        let git = v["gitVersion"].as_str().expect("gitVersion");
+        let rest = git
+            .strip_prefix("v1.30.0-drover.")
+            .expect("v1.30.0-drover.<ours>");
+        assert_eq!(rest, env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            (v["major"].as_str(), v["minor"].as_str()),
+            (Some("1"), Some("30"))
+        );
+        assert_eq!(v["drover"], env!("CARGO_PKG_VERSION"));
+    }
 
     #[test]
     fn a_retry_hint_is_also_a_retry_after_header() {
