@@ -2,11 +2,12 @@
 //! stream creates from many clients, kill it at a random moment, restart it on the same data
 //! directory, and check that every acknowledged object is there. Several rounds.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod common;
 
 use drover_api::core::Pod;
 use drover_client::{Client, ClientConfig, ListParams};
@@ -16,28 +17,7 @@ const WRITERS: usize = 16;
 
 /// Starts the server; returns the child and the client config it wrote.
 fn start_server(data: &Path, config: &Path) -> (Child, ClientConfig) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(["apiserver", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .arg("--write-config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start drover apiserver");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    // "client config written to ..." is printed after the config file is in place.
-    for line in lines.by_ref() {
-        let line = line.expect("read stdout");
-        if line.starts_with("client config written to") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    let cfg = ClientConfig::load(config).expect("client config");
-    (child, cfg)
+    common::start_apiserver(data, config, &["--listen", "127.0.0.1:0"])
 }
 
 fn pod(name: &str) -> Pod {

@@ -20,27 +20,14 @@ fn var<'a>(log: &'a str, key: &str) -> Option<&'a str> {
 fn gang_example_runs_real_processes_on_simulated_nodes() {
     let mut w = World::new();
     let data = w.path().join("data");
-    let config = w.config();
-    w.spawn(
-        "up",
-        &[
-            "up",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--write-config",
-            config.to_str().unwrap(),
-            "--simulate-nodes",
-            "4",
-            "--node-profile",
-            "h100-8",
-        ],
-    );
     for i in 0..4 {
         w.track_state_dir(data.join("sim").join(format!("sim-{i}")));
     }
-    w.wait_config(Duration::from_secs(60));
+    w.spawn_server(
+        "up",
+        "up",
+        &["--simulate-nodes", "4", "--node-profile", "h100-8"],
+    );
     wait_for(Duration::from_secs(30), "4 simulated nodes", || {
         let nodes = w.items(&["get", "nodes"]);
         (nodes.iter().filter(|n| name(n).starts_with("sim-")).count() == 4).then_some(())

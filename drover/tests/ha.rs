@@ -6,10 +6,11 @@
 //!
 //! Skips, saying so, when `etcd` is not installed (`apt-get install etcd-server`).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
+
+mod common;
 
 use drover_api::core::Pod;
 use drover_apiserver::storage::etcd_cluster::EtcdCluster;
@@ -18,29 +19,7 @@ use futures::StreamExt;
 
 /// Starts `drover apiserver` on the etcd cluster; returns the child and its client config.
 fn start_server(store: &str, data: &Path, config: &Path) -> (Child, ClientConfig) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(["apiserver", "--listen", "127.0.0.1:0", "--store", store])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--write-config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start drover apiserver");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        if line
-            .expect("read stdout")
-            .starts_with("client config written to")
-        {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (child, ClientConfig::load(config).expect("client config"))
+    common::start_apiserver(data, config, &["--listen", "127.0.0.1:0", "--store", store])
 }
 
 fn pod(name: &str) -> Pod {
@@ -306,29 +285,9 @@ fn faults_lose_no_acknowledged_write() {
         .collect();
     let url = etcd.url();
     let start = |i: usize| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
-            .args(["apiserver", "--store", &url, "--listen"])
-            .arg(format!("127.0.0.1:{}", ports[i]))
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--write-config")
-            .arg(dir.path().join(format!("config{i}")))
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start drover apiserver");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        for line in lines.by_ref() {
-            if line
-                .expect("stdout")
-                .starts_with("client config written to")
-            {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        child
+        let listen = format!("127.0.0.1:{}", ports[i]);
+        let config = dir.path().join(format!("config{i}"));
+        common::start_apiserver(&data, &config, &["--listen", &listen, "--store", &url]).0
     };
     let mut servers = vec![start(0), start(1)];
     let token = ClientConfig::load(&dir.path().join("config0"))

@@ -60,21 +60,7 @@ fn apply(w: &World, name: &str, yaml: &str) {
 #[test]
 fn standby_scheduler_and_controllers_take_over_from_a_killed_leader() {
     let mut w = World::new();
-    let data = w.path().join("data");
-    let config = w.config();
-    w.spawn(
-        "api",
-        &[
-            "apiserver",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--write-config",
-            config.to_str().unwrap(),
-        ],
-    );
-    w.wait_config(Duration::from_secs(60));
+    w.spawn_server("api", "apiserver", &[]);
     apply(&w, "node", NODE);
     let election = [
         "--leader-elect",

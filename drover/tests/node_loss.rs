@@ -67,48 +67,16 @@ const SHORTEST: Settings = Settings {
 /// Starts the control plane and `agents` agents (n1, n2, ...) as child processes.
 fn start(settings: &Settings, agents: usize) -> World {
     let mut w = World::new();
-    let data = w.path().join("data");
-    let config = w.config();
-    w.spawn(
-        "apiserver",
-        &[
-            "apiserver",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--write-config",
-            config.to_str().unwrap(),
-        ],
-    );
-    w.wait_config(Duration::from_secs(30));
+    w.spawn_server("apiserver", "apiserver", &[]);
     w.spawn("scheduler", &["scheduler"]);
     let mut ctl = vec!["controllers"];
     ctl.extend(settings.controllers);
     w.spawn("controllers", &ctl);
     for i in 1..=agents {
-        let node = format!("n{i}");
-        let state = w.path().join(&node);
-        w.spawn(
-            &node,
-            &[
-                "agent",
-                "--name",
-                &node,
-                "--devices",
-                "simulated:h100-8",
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--log-port",
-                "0",
-                "--node-ip",
-                "127.0.0.1",
-                "--no-cgroups",
-                "--lease-interval",
-                settings.lease_interval,
-            ],
+        w.spawn_agent(
+            &format!("n{i}"),
+            &["--lease-interval", settings.lease_interval],
         );
-        w.track_state_dir(state);
     }
     wait_for(Duration::from_secs(30), "every node Ready", || {
         let ready = w

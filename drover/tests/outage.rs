@@ -147,27 +147,7 @@ fn work_goes_on_while_every_api_server_is_down_for_60_s() {
         &["controllers", "--leader-elect", "--server", &server_list],
     );
     for node in ["n1", "n2"] {
-        let state = w.path().join(node);
-        w.spawn(
-            node,
-            &[
-                "agent",
-                "--server",
-                &server_list,
-                "--name",
-                node,
-                "--devices",
-                "simulated:h100-8",
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--log-port",
-                "0",
-                "--node-ip",
-                "127.0.0.1",
-                "--no-cgroups",
-            ],
-        );
-        w.track_state_dir(state);
+        w.spawn_agent(node, &["--server", &server_list]);
     }
     wait_for(Duration::from_secs(60), "both nodes Ready", || {
         (ready_nodes(&w) == 2).then_some(())

@@ -254,6 +254,20 @@ impl EtcdStore {
         }
     }
 
+    /// One Range call, failing over as [`EtcdStore::call`] does.
+    async fn range_call(
+        &self,
+        what: &str,
+        request: pb::RangeRequest,
+    ) -> Result<Called<pb::RangeResponse>, StoreError> {
+        self.call(what, |channel| {
+            let request = request.clone();
+            let mut kv = self.kv(channel);
+            async move { kv.range(request).await.map(tonic::Response::into_inner) }
+        })
+        .await
+    }
+
     fn full_key(&self, key: &[u8]) -> Bytes {
         let mut full = Vec::with_capacity(self.inner.prefix.len() + key.len());
         full.extend_from_slice(&self.inner.prefix);
@@ -452,13 +466,7 @@ impl Store for EtcdStore {
             key: self.full_key(key),
             ..Default::default()
         };
-        let called = self
-            .call("get", |channel| {
-                let request = request.clone();
-                let mut kv = self.kv(channel);
-                async move { kv.range(request).await.map(tonic::Response::into_inner) }
-            })
-            .await?;
+        let called = self.range_call("get", request).await?;
         Ok(called
             .value
             .kvs
@@ -499,14 +507,7 @@ impl Store for EtcdStore {
                 revision: pinned,
                 ..Default::default()
             };
-            let page = self
-                .call("range", |channel| {
-                    let request = request.clone();
-                    let mut kv = self.kv(channel);
-                    async move { kv.range(request).await.map(tonic::Response::into_inner) }
-                })
-                .await?
-                .value;
+            let page = self.range_call("range", request).await?.value;
             if pinned == 0 {
                 // Every further page reads at the first page's revision: one snapshot.
                 pinned = page.header.map_or(1, |h| h.revision);
@@ -539,13 +540,7 @@ impl Store for EtcdStore {
             count_only: true,
             ..Default::default()
         };
-        let called = self
-            .call("current revision", |channel| {
-                let request = request.clone();
-                let mut kv = self.kv(channel);
-                async move { kv.range(request).await.map(tonic::Response::into_inner) }
-            })
-            .await?;
+        let called = self.range_call("current revision", request).await?;
         Ok(from_etcd(called.value.header.map_or(1, |h| h.revision)))
     }
 

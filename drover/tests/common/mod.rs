@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use drover_client::ClientConfig;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -111,6 +112,49 @@ impl World {
         std::fs::read_to_string(self.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
+    /// Starts `drover COMMAND` (`apiserver` or `up`) as child `name` with this world's data
+    /// directory, a free loopback port and its client config, then `extra`; returns once the
+    /// config is written.
+    pub fn spawn_server(&mut self, name: &str, command: &str, extra: &[&str]) {
+        let data = self.path().join("data");
+        let config = self.config();
+        let mut args = vec![
+            command,
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+            "--write-config",
+            config.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(name, &args);
+        self.wait_config(Duration::from_secs(60));
+    }
+
+    /// Starts a node agent `node` (simulated h100-8 devices, no cgroups, state under this world,
+    /// logs on a free port, node IP 127.0.0.1), then `extra`; its pods are killed at the end.
+    pub fn spawn_agent(&mut self, node: &str, extra: &[&str]) {
+        let state = self.path().join(node);
+        let mut args = vec![
+            "agent",
+            "--name",
+            node,
+            "--devices",
+            "simulated:h100-8",
+            "--state-dir",
+            state.to_str().expect("utf-8 path"),
+            "--log-port",
+            "0",
+            "--node-ip",
+            "127.0.0.1",
+            "--no-cgroups",
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(node, &args);
+        self.track_state_dir(state);
+    }
+
     /// Waits until the API server's client config has been written.
     pub fn wait_config(&self, timeout: Duration) {
         wait_for(timeout, "the client config", || {
@@ -178,6 +222,38 @@ impl Drop for World {
     fn drop(&mut self) {
         self.cleanup();
     }
+}
+
+/// Starts `drover apiserver --data-dir DATA --write-config CONFIG ARGS...` outside any world
+/// (its output inherited), and returns once it has written its client config: the child and
+/// that config.
+pub fn start_apiserver(data: &Path, config: &Path, args: &[&str]) -> (Child, ClientConfig) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(DROVER)
+        .arg("apiserver")
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--write-config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start drover apiserver");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    // "client config written to ..." is printed after the config file is in place.
+    for line in lines.by_ref() {
+        if line
+            .expect("read stdout")
+            .starts_with("client config written to")
+        {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (child, ClientConfig::load(config).expect("client config"))
 }
 
 /// The pids (process-group leaders) of the running containers recorded under an agent's state
