@@ -34,3 +34,21 @@ impl Stop {
         *self.0.borrow()
     }
 }
+
+/// Runs `work(stop)` until it returns; when `shutdown` resolves first, signals its stop and
+/// waits for it to finish (a graceful stop: a leader releases its lease).
+pub async fn run_until<F>(shutdown: impl Future<Output = ()>, work: impl FnOnce(Stop) -> F)
+where
+    F: Future<Output = ()>,
+{
+    let (tx, stop) = Stop::new();
+    let work = work(stop);
+    tokio::pin!(work);
+    tokio::select! {
+        _ = &mut work => {}
+        _ = shutdown => {
+            tx.stop();
+            work.await;
+        }
+    }
+}

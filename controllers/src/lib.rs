@@ -61,12 +61,11 @@ pub async fn run_with_clock(
     clock: Clock,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ControllerError> {
-    let (tx, stop) = Stop::new();
     let work = {
         let (config, client) = (config.clone(), client.clone());
         move |leading: Stop| run_controllers(config.clone(), client.clone(), clock, leading)
     };
-    let manager = async {
+    drover_client::stop::run_until(shutdown, |stop| async move {
         if config.leader_elect {
             let election = leader::ElectionConfig {
                 namespace: config.lease_namespace.clone(),
@@ -77,20 +76,13 @@ pub async fn run_with_clock(
                 retry_period: config.retry_period,
             };
             leader::LeaderElector::new(&client, election, clock)
-                .run(stop.clone(), work)
+                .run(stop, work)
                 .await;
         } else {
-            (work)(stop.clone()).await;
+            (work)(stop).await;
         }
-    };
-    tokio::pin!(manager);
-    tokio::select! {
-        _ = &mut manager => {}
-        _ = shutdown => {
-            tx.stop();
-            manager.await;
-        }
-    }
+    })
+    .await;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod common;
 
+use common::pod;
 use drover_api::core::Pod;
 use drover_client::{Client, ClientConfig, ListParams};
 
@@ -18,15 +19,6 @@ const WRITERS: usize = 16;
 /// Starts the server; returns the child and the client config it wrote.
 fn start_server(data: &Path, config: &Path) -> (Child, ClientConfig) {
     common::start_apiserver(data, config, &["--listen", "127.0.0.1:0"])
-}
-
-fn pod(name: &str) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"containers": [{"name": "c", "command": ["true"]}]}
-    }))
-    .expect("pod")
 }
 
 #[test]

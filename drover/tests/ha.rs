@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod common;
 
+use common::pod;
 use drover_api::core::Pod;
 use drover_apiserver::storage::etcd_cluster::EtcdCluster;
 use drover_client::{Client, ClientConfig, ListParams, WatchEvent};
@@ -20,15 +21,6 @@ use futures::StreamExt;
 /// Starts `drover apiserver` on the etcd cluster; returns the child and its client config.
 fn start_server(store: &str, data: &Path, config: &Path) -> (Child, ClientConfig) {
     common::start_apiserver(data, config, &["--listen", "127.0.0.1:0", "--store", store])
-}
-
-fn pod(name: &str) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"containers": [{"name": "c", "command": ["true"]}]}
-    }))
-    .expect("pod")
 }
 
 /// Reads `n` Added events from a watch; returns (name, resourceVersion) in arrival order.

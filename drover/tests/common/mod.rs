@@ -224,6 +224,16 @@ impl Drop for World {
     }
 }
 
+/// A minimal pod `default/NAME` (one container running `true`), for tests that only store pods.
+pub fn pod(name: &str) -> drover_api::core::Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "command": ["true"]}]}
+    }))
+    .expect("pod")
+}
+
 /// Starts `drover apiserver --data-dir DATA --write-config CONFIG ARGS...` outside any world
 /// (its output inherited), and returns once it has written its client config: the child and
 /// that config.

@@ -174,7 +174,6 @@ pub async fn run(
     };
     // A bad configuration fails now, not once elected.
     Profiles::build(&config.profiles, &Registry::with_defaults())?;
-    let (tx, stop) = Stop::new();
     let elector = LeaderElector::new(&client, election, Clock::new());
     let work = move |leading: Stop| {
         let (config, client) = (config.clone(), client.clone());
@@ -184,15 +183,7 @@ pub async fn run(
             }
         }
     };
-    let campaign = elector.run(stop, work);
-    tokio::pin!(campaign);
-    tokio::select! {
-        _ = &mut campaign => {}
-        _ = shutdown => {
-            tx.stop();
-            campaign.await;
-        }
-    }
+    drover_client::stop::run_until(shutdown, |stop| elector.run(stop, work)).await;
     Ok(())
 }
 
