@@ -266,6 +266,20 @@ async fn status_subresource_and_binding() {
     let bound = pods.create_subresource("p", "binding", &b).await.unwrap();
     assert_eq!(bound.spec.node_name, "n1");
     assert_eq!(bound.spec.device_assignments.len(), 1);
+    // As Kubernetes' binding: PodScheduled=True, once (a qosClass was set at creation).
+    let scheduled: Vec<_> = bound
+        .status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == "PodScheduled")
+        .collect();
+    assert_eq!(scheduled.len(), 1, "{:?}", bound.status.conditions);
+    assert_eq!(scheduled[0].status, "True");
+    assert!(scheduled[0].last_transition_time.is_some());
+    assert!(
+        !bound.status.qos_class.is_empty(),
+        "qosClass set at creation"
+    );
     let err = pods
         .create_subresource::<Binding>("p", "binding", &b)
         .await

@@ -355,7 +355,39 @@ impl Pod {
     }
 }
 
+/// A pod's quality-of-service classes (`status.qosClass`).
+pub mod qos_class {
+    pub const GUARANTEED: &str = "Guaranteed";
+    pub const BURSTABLE: &str = "Burstable";
+    pub const BEST_EFFORT: &str = "BestEffort";
+}
+
 impl PodSpec {
+    /// The quality-of-service class, as Kubernetes derives it from CPU and memory: BestEffort
+    /// when no container requests or limits either, Guaranteed when every container limits both
+    /// and requests exactly its limits (or nothing, which defaults to them), else Burstable.
+    pub fn qos_class(&self) -> &'static str {
+        let mut any = false;
+        let mut guaranteed = true;
+        for c in self.containers.iter().chain(&self.init_containers) {
+            for resource in ["cpu", "memory"] {
+                let request = c.resources.requests.get(resource);
+                let limit = c.resources.limits.get(resource);
+                any |= request.is_some() || limit.is_some();
+                match (request, limit) {
+                    (_, None) => guaranteed = false,
+                    (Some(r), Some(l)) if r != l => guaranteed = false,
+                    _ => {}
+                }
+            }
+        }
+        match (any, guaranteed) {
+            (false, _) => qos_class::BEST_EFFORT,
+            (true, true) => qos_class::GUARANTEED,
+            (true, false) => qos_class::BURSTABLE,
+        }
+    }
+
     /// Fills in the server's defaults (used for pods and for job templates).
     pub fn default_fields(&mut self) {
         if self.scheduler_name.is_empty() {
@@ -404,6 +436,9 @@ impl Resource for Pod {
         if self.status.phase.is_empty() {
             self.status.phase = pod_phase::PENDING.into();
         }
+        if self.status.qos_class.is_empty() {
+            self.status.qos_class = self.spec.qos_class().into();
+        }
     }
 
     fn copy_status_from(&mut self, other: &Self) {
@@ -430,6 +465,46 @@ mod tests {
 
     /// Kubernetes' clients require `image` and `imageID` in a container status (the Python
     /// client refuses a pod without them), so they are written even when empty.
+    fn pod(resources: &[(&str, &str, &str)]) -> super::PodSpec {
+        let containers = resources
+            .iter()
+            .enumerate()
+            .map(|(i, (resource, request, limit))| {
+                let mut c = serde_json::json!({"name": format!("c{i}"), "resources": {}});
+                if !request.is_empty() {
+                    c["resources"]["requests"] = serde_json::json!({*resource: request});
+                }
+                if !limit.is_empty() {
+                    c["resources"]["limits"] = serde_json::json!({*resource: limit});
+                }
+                c
+            })
+            .collect::<Vec<_>>();
+        serde_json::from_value(serde_json::json!({"containers": containers})).expect("spec")
+    }
+
+    #[test]
+    fn qos_class_follows_kubernetes() {
+        use super::qos_class::*;
+        assert_eq!(pod(&[]).qos_class(), BEST_EFFORT);
+        assert_eq!(pod(&[("nvidia.com/gpu", "", "1")]).qos_class(), BEST_EFFORT);
+        assert_eq!(pod(&[("cpu", "100m", "")]).qos_class(), BURSTABLE);
+        assert_eq!(pod(&[("cpu", "1", "2")]).qos_class(), BURSTABLE);
+        // Limits on CPU only: memory is not limited, so not Guaranteed.
+        assert_eq!(pod(&[("cpu", "1", "1")]).qos_class(), BURSTABLE);
+        let both: super::PodSpec = serde_json::from_value(serde_json::json!({"containers": [{
+            "name": "c",
+            "resources": {"limits": {"cpu": "1", "memory": "1Gi"},
+                          "requests": {"cpu": "1000m", "memory": "1Gi"}}
+        }]}))
+        .expect("spec");
+        assert_eq!(
+            both.qos_class(),
+            GUARANTEED,
+            "equal quantities in other units"
+        );
+    }
+
     #[test]
     fn container_status_always_carries_image_and_image_id() {
         let status = ContainerStatus {

@@ -82,6 +82,14 @@ impl ApiService {
                 Status::invalid("Binding", &r.name, &e)
             }
         })?;
+        // As Kubernetes' binding does: the pod says it is scheduled.
+        new.status.conditions.retain(|c| c.type_ != "PodScheduled");
+        new.status.conditions.push(drover_api::meta::Condition {
+            type_: "PodScheduled".into(),
+            status: "True".into(),
+            last_transition_time: Some(chrono::Utc::now()),
+            ..Default::default()
+        });
         // Binding changes spec fields a plain update may not: store the pod as bound.
         let p = crate::write::encode(new, false)?;
         match self.put(&r, &p, old.rv).await? {
