@@ -101,7 +101,12 @@ pub fn decode_typed<T: Resource>(json: &[u8]) -> Result<T, Status> {
         if inner.classify() != serde_json::error::Category::Data || path == "." || path == "?" {
             return Status::bad_request(format!("cannot decode {}: {message}", T::KIND));
         }
-        Status::invalid(T::KIND, "", &FieldError::invalid(path, message).into())
+        // Name the object when the body names it (the typed decode failed, so read it raw).
+        let name = serde_json::from_slice::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| v.pointer("/metadata/name")?.as_str().map(str::to_string))
+            .unwrap_or_default();
+        Status::invalid(T::KIND, &name, &FieldError::invalid(path, message).into())
     })?;
     // The fast path refused the body for trailing data only if the object itself decoded: one
     // object per body, and nothing after it but whitespace.

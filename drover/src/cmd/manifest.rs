@@ -307,12 +307,16 @@ impl KindVisitor for LocalCheck<'_> {
         if T::info() != self.info {
             return;
         }
-        let mut obj: T = match serde_json::from_value(self.value.clone()) {
+        // The path of the offending field is tracked, so a bad value is named where it is
+        // (`spec.template.spec.containers[0].resources.limits.memory`), as the server names it.
+        let mut obj: T = match serde_path_to_error::deserialize(self.value.clone()) {
             Ok(o) => o,
             Err(e) => {
-                let msg = e.to_string();
+                let path = e.path().to_string();
+                let msg = e.into_inner().to_string();
                 let at = unknown_field(&msg)
                     .and_then(|f| find_key(self.value, f, String::new()))
+                    .or_else(|| (path != "." && path != "?").then_some(path))
                     .map(|p| format!("{p}: "))
                     .unwrap_or_default();
                 self.result = Some(Err(format!("invalid {}: {at}{msg}", T::KIND)));
@@ -355,5 +359,25 @@ fn find_key(v: &Value, key: &str, at: String) -> Option<String> {
             .enumerate()
             .find_map(|(i, v)| find_key(v, key, format!("{at}[{i}]"))),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A garbled quantity is named by its field, as the server names it (issue 17).
+    #[test]
+    fn a_bad_value_names_its_field() {
+        let text = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: q}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: main\n        command: [\"true\"]\n        resources: {limits: {memory: 1Gx}}\n";
+        let err = documents_from_text(text, "job.yaml", None, Check::Full)
+            .expect_err("a bad quantity")
+            .to_string();
+        assert!(
+            err.contains(
+                "spec.template.spec.containers[0].resources.limits.memory: invalid quantity \"1Gx\""
+            ),
+            "{err}"
+        );
     }
 }
