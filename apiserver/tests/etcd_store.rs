@@ -42,6 +42,24 @@ fn b(s: &str) -> Bytes {
     Bytes::from(s.to_string())
 }
 
+/// An unconditional put of `key`.
+async fn put(
+    store: &Arc<dyn Store>,
+    key: &str,
+    value: &str,
+) -> drover_apiserver::storage::TxnResult {
+    store
+        .txn(Txn {
+            compares: vec![],
+            ops: vec![Op::Put {
+                key: b(key),
+                value: b(value),
+            }],
+        })
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_on_a_three_member_cluster() {
     if EtcdCluster::binary().is_none() {
@@ -160,26 +178,8 @@ async fn prefixes_keep_clusters_apart() {
         .watch(a.current_revision().await.expect("rev"))
         .await
         .expect("watch");
-    other
-        .txn(Txn {
-            compares: vec![],
-            ops: vec![Op::Put {
-                key: b("/k"),
-                value: b("b"),
-            }],
-        })
-        .await
-        .expect("put in b");
-    let r = a
-        .txn(Txn {
-            compares: vec![],
-            ops: vec![Op::Put {
-                key: b("/k"),
-                value: b("a"),
-            }],
-        })
-        .await
-        .expect("put in a");
+    put(&other, "/k", "b").await;
+    let r = put(&a, "/k", "a").await;
     let all = a.range(b"", b"", 0).await.expect("range");
     assert_eq!(all.kvs.len(), 1);
     assert_eq!(

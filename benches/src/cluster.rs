@@ -65,6 +65,13 @@ impl Cluster {
     pub async fn start(options: &ClusterOptions) -> Result<Cluster, BenchError> {
         let (stop, _) = watch::channel(false);
         if let Some(cfg) = &options.server {
+            if options.store != StoreSpec::Embedded || options.apiservers > 1 {
+                return Err(BenchError::Invalid(
+                    "--store and --apiservers shape the in-process servers: not with --server \
+                     (that server has its own store)"
+                        .into(),
+                ));
+            }
             let client = Client::new(cfg)?;
             return Ok(Cluster {
                 clients: vec![client.clone()],

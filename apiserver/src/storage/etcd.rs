@@ -231,13 +231,7 @@ impl EtcdStore {
                 ),
             };
             retried = true;
-            // Move on from the failed endpoint, unless another call already did.
-            let _ = inner.current.compare_exchange(
-                i,
-                (i + 1) % n,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            self.rotate_from(i);
             if started.elapsed() >= RETRY_FOR {
                 return Err(StoreError::Unavailable {
                     message: format!(
@@ -620,13 +614,7 @@ impl Store for EtcdStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        let current = self.current_revision().await?;
-        if revision > current {
-            return Err(StoreError::FutureRevision {
-                requested: revision,
-                current,
-            });
-        }
+        // etcd itself refuses a future revision; the current one is read only to say so.
         let request = pb::CompactionRequest {
             revision: to_etcd(revision),
             physical: false,
@@ -660,7 +648,7 @@ impl Store for EtcdStore {
             Outcome::AlreadyFurther => Ok(()),
             Outcome::Future => Err(StoreError::FutureRevision {
                 requested: revision,
-                current,
+                current: self.current_revision().await?,
             }),
         }
     }
@@ -712,8 +700,12 @@ impl Store for EtcdStore {
 impl EtcdStore {
     /// Sends further calls to the next endpoint.
     fn rotate(&self) {
+        self.rotate_from(self.inner.current.load(Ordering::Relaxed));
+    }
+
+    /// Moves on from endpoint `i` after it failed, unless another call already did.
+    fn rotate_from(&self, i: usize) {
         let n = self.inner.channels.len();
-        let i = self.inner.current.load(Ordering::Relaxed);
         let _ = self.inner.current.compare_exchange(
             i,
             (i + 1) % n,
@@ -829,5 +821,114 @@ impl Feed {
             self.next = to_etcd(last.revision) + 1;
         }
         batches
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: &str, mod_revision: i64) -> Option<pb::KeyValue> {
+        Some(pb::KeyValue {
+            key: Bytes::from(key.to_string()),
+            value: Bytes::from(value.to_string()),
+            mod_revision,
+            ..Default::default()
+        })
+    }
+
+    fn create(key: &str, value: &str) -> Txn {
+        Txn {
+            compares: vec![Compare::ModRevision {
+                key: Bytes::from(key.to_string()),
+                revision: 0,
+            }],
+            ops: vec![Op::Put {
+                key: Bytes::from(key.to_string()),
+                value: Bytes::from(value.to_string()),
+            }],
+        }
+    }
+
+    /// The failure branch's reads (compared keys, then written keys) name the failed compare.
+    #[test]
+    fn the_first_failed_compare_is_found_from_the_reads() {
+        let txn = Txn {
+            compares: vec![
+                Compare::ModRevision {
+                    key: Bytes::from_static(b"a"),
+                    revision: 4,
+                },
+                Compare::ModRevision {
+                    key: Bytes::from_static(b"b"),
+                    revision: 0,
+                },
+            ],
+            ops: vec![],
+        };
+        // a at Drover revision 4 is etcd's 5; b exists, so "absent" fails.
+        assert_eq!(
+            EtcdStore::first_failed(&txn, &[kv("a", "", 5), kv("b", "", 7)]),
+            Some(1)
+        );
+        assert_eq!(
+            EtcdStore::first_failed(&txn, &[kv("a", "", 6), None]),
+            Some(0)
+        );
+        assert_eq!(EtcdStore::first_failed(&txn, &[kv("a", "", 5), None]), None);
+    }
+
+    /// A create retried after its answer was lost finds its own value: that is its success, at
+    /// the revision it was written. Someone else's value, or a delete not done, is not.
+    #[test]
+    fn a_retried_write_recognises_its_own_earlier_attempt() {
+        let txn = create("k", "mine");
+        let reads = |value: &str| vec![kv("k", value, 9), kv("k", value, 9)];
+        assert_eq!(EtcdStore::applied_before(&txn, &reads("mine")), Some(9));
+        assert_eq!(EtcdStore::applied_before(&txn, &reads("theirs")), None);
+        assert_eq!(
+            EtcdStore::applied_before(&txn, &[kv("k", "", 9), None]),
+            None
+        );
+
+        let delete = Txn {
+            compares: vec![],
+            ops: vec![Op::Delete {
+                key: Bytes::from_static(b"k"),
+            }],
+        };
+        assert_eq!(EtcdStore::applied_before(&delete, &[None]), Some(0));
+        assert_eq!(EtcdStore::applied_before(&delete, &[kv("k", "v", 3)]), None);
+
+        // Two puts at different revisions are two writes, not this one.
+        let two = Txn {
+            compares: vec![],
+            ops: vec![
+                Op::Put {
+                    key: Bytes::from_static(b"x"),
+                    value: Bytes::from_static(b"1"),
+                },
+                Op::Put {
+                    key: Bytes::from_static(b"y"),
+                    value: Bytes::from_static(b"2"),
+                },
+            ],
+        };
+        assert_eq!(
+            EtcdStore::applied_before(&two, &[kv("x", "1", 4), kv("y", "2", 4)]),
+            Some(4)
+        );
+        assert_eq!(
+            EtcdStore::applied_before(&two, &[kv("x", "1", 4), kv("y", "2", 5)]),
+            None
+        );
+    }
+
+    #[test]
+    fn revisions_map_with_etcd_one_ahead() {
+        assert_eq!((from_etcd(1), to_etcd(0)), (0, 1));
+        assert_eq!(from_etcd(to_etcd(41)), 41);
+        assert_eq!(compare_to_etcd(0), 0, "absent stays absent");
+        assert_eq!(compare_to_etcd(3), 4);
     }
 }

@@ -208,8 +208,8 @@ pub struct ApiArgs {
     /// phase measures etcd's own transaction rate as the base of the ratio).
     #[arg(long, default_value = "embedded")]
     pub store: drover_apiserver::config::StoreSpec,
-    /// In-process API servers on that store, the clients spread over them (more than one needs
-    /// --store etcd://...).
+    /// In-process API servers on that store, the gRPC clients spread over them (REST clients
+    /// all use the first; more than one needs --store etcd://...).
     #[arg(long, default_value_t = 1)]
     pub apiservers: usize,
 }
