@@ -56,10 +56,13 @@ pub enum StoreSpec {
     Embedded,
     /// An etcd v3 cluster: `etcd://HOST:PORT[,HOST:PORT...][/prefix]`.
     Etcd(crate::storage::etcd::EtcdConfig),
+    /// A TiKV cluster, by its PD members: `tikv://HOST:PORT[,HOST:PORT...][/prefix]`.
+    Tikv(crate::storage::tikv::TikvConfig),
 }
 
 /// What `--store` accepts, for error messages.
-const STORE_FORMS: &str = "embedded or etcd://HOST:PORT[,HOST:PORT...][/prefix]";
+const STORE_FORMS: &str =
+    "embedded, etcd://HOST:PORT[,HOST:PORT...][/prefix] or tikv://PD_HOST:PORT[,...][/prefix]";
 
 impl std::str::FromStr for StoreSpec {
     type Err = String;
@@ -70,34 +73,17 @@ impl std::str::FromStr for StoreSpec {
             return Ok(StoreSpec::Embedded);
         }
         if let Some(rest) = s.strip_prefix("etcd://") {
-            let (hosts, prefix) = match rest.find('/') {
-                Some(i) => (&rest[..i], &rest[i..]),
-                None => (rest, ""),
-            };
-            if hosts.is_empty() {
-                return Err(format!(
-                    "{s:?}: expected at least one HOST:PORT after etcd:// (e.g. etcd://127.0.0.1:2379)"
-                ));
-            }
-            let endpoints = hosts
-                .split(',')
-                .map(parse_endpoint)
-                .collect::<Result<Vec<_>, _>>()?;
-            if prefix.len() > 1 && prefix.ends_with('/') {
-                return Err(format!(
-                    "prefix {prefix:?}: expected no trailing '/' (keys are PREFIX/drover/...)"
-                ));
-            }
-            let prefix = if prefix == "/" { "" } else { prefix };
+            let (endpoints, prefix) = parse_cluster(s, "etcd", rest, 2379)?;
             return Ok(StoreSpec::Etcd(crate::storage::etcd::EtcdConfig {
                 endpoints,
-                prefix: prefix.to_string(),
+                prefix,
             }));
         }
-        if s.starts_with("tikv://") {
-            return Err(format!(
-                "{s:?}: the TiKV backend is not available in this build yet; expected {STORE_FORMS}"
-            ));
+        if let Some(rest) = s.strip_prefix("tikv://") {
+            let (endpoints, prefix) = parse_cluster(s, "tikv", rest, 2379)?;
+            return Ok(StoreSpec::Tikv(crate::storage::tikv::TikvConfig::new(
+                endpoints, prefix,
+            )));
         }
         match s.split_once("://") {
             Some((scheme, _)) => Err(format!(
@@ -108,7 +94,37 @@ impl std::str::FromStr for StoreSpec {
     }
 }
 
-/// One `HOST:PORT` of an etcd URL.
+/// The `HOST:PORT,...[/prefix]` after `SCHEME://` in `url`.
+fn parse_cluster(
+    url: &str,
+    scheme: &str,
+    rest: &str,
+    example_port: u16,
+) -> Result<(Vec<String>, String), String> {
+    let (hosts, prefix) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if hosts.is_empty() {
+        return Err(format!(
+            "{url:?}: expected at least one HOST:PORT after {scheme}:// (e.g. \
+             {scheme}://127.0.0.1:{example_port})"
+        ));
+    }
+    let endpoints = hosts
+        .split(',')
+        .map(parse_endpoint)
+        .collect::<Result<Vec<_>, _>>()?;
+    if prefix.len() > 1 && prefix.ends_with('/') {
+        return Err(format!(
+            "prefix {prefix:?}: expected no trailing '/' (keys are PREFIX/drover/...)"
+        ));
+    }
+    let prefix = if prefix == "/" { "" } else { prefix };
+    Ok((endpoints, prefix.to_string()))
+}
+
+/// One `HOST:PORT` of an etcd or PD URL.
 fn parse_endpoint(endpoint: &str) -> Result<String, String> {
     let Some((host, port)) = endpoint.rsplit_once(':') else {
         return Err(format!(
@@ -137,6 +153,7 @@ impl std::fmt::Display for StoreSpec {
         match self {
             StoreSpec::Embedded => f.write_str("embedded"),
             StoreSpec::Etcd(c) => write!(f, "etcd://{}{}", c.endpoints.join(","), c.prefix),
+            StoreSpec::Tikv(c) => write!(f, "tikv://{}{}", c.pd_endpoints.join(","), c.prefix),
         }
     }
 }
@@ -241,14 +258,23 @@ mod store_spec_tests {
         );
         let spec: StoreSpec = "etcd://a:1,b:2/x".parse().expect("valid");
         assert_eq!(spec.to_string(), "etcd://a:1,b:2/x", "Display round-trips");
+        let spec: StoreSpec = "tikv://pd1:2379,pd2:2379/x".parse().expect("valid");
+        match &spec {
+            StoreSpec::Tikv(c) => {
+                assert_eq!(c.pd_endpoints, ["pd1:2379", "pd2:2379"]);
+                assert_eq!(c.prefix, "/x");
+            }
+            other => panic!("tikv:// parsed as {other:?}"),
+        }
+        assert_eq!(spec.to_string(), "tikv://pd1:2379,pd2:2379/x");
     }
 
     /// Each malformed URL is refused naming the part that is wrong.
     #[test]
     fn malformed_urls_name_the_wrong_part() {
         for (url, names) in [
-            ("", "expected embedded or etcd://"),
-            ("etcd", "expected embedded or etcd://"),
+            ("", "expected embedded, etcd://"),
+            ("etcd", "expected embedded, etcd://"),
             ("redis://h:1", "scheme \"redis\""),
             ("etcd://", "at least one HOST:PORT"),
             ("etcd:///prefix", "at least one HOST:PORT"),
@@ -263,7 +289,9 @@ mod store_spec_tests {
             ("etcd://:2379", "host \"\""),
             ("etcd://h st:2379", "host \"h st\""),
             ("etcd://h:1/p/", "prefix \"/p/\""),
-            ("tikv://pd:2379", "TiKV"),
+            ("tikv://", "at least one HOST:PORT after tikv://"),
+            ("tikv://pd", "endpoint \"pd\": expected HOST:PORT"),
+            ("tikv://pd:2379/p/", "prefix \"/p/\""),
         ] {
             let err = url
                 .parse::<StoreSpec>()

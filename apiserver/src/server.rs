@@ -18,6 +18,7 @@ use crate::kinds::Kinds;
 use crate::service::ApiService;
 use crate::storage::embedded::EmbeddedStore;
 use crate::storage::etcd::EtcdStore;
+use crate::storage::tikv::TikvStore;
 use crate::storage::{Store, StoreError, prefix_end};
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +133,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             config.compaction_retain_bytes,
         )?),
         StoreSpec::Etcd(etcd) => Arc::new(EtcdStore::connect(etcd.clone()).await?),
+        StoreSpec::Tikv(tikv) => Arc::new(TikvStore::connect(tikv.clone()).await?),
     };
     start_with_store(config, store).await
 }

@@ -89,7 +89,7 @@ impl Cluster {
         let count = options.apiservers.max(1);
         if count > 1 && options.store == StoreSpec::Embedded {
             return Err(BenchError::Invalid(format!(
-                "--apiservers {count}: several API servers need a shared store (--store etcd://...)"
+                "--apiservers {count}: several API servers need a shared store (--store etcd://... or tikv://...)"
             )));
         }
         let mut servers = Vec::with_capacity(count);

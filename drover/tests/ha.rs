@@ -4,7 +4,9 @@
 //! from one server is a valid precondition on another; and when one server is killed with
 //! SIGKILL, the others go on serving and watching.
 //!
-//! Skips, saying so, when `etcd` is not installed (`apt-get install etcd-server`).
+//! The same on the TiKV store, whose servers share the loopback PD + TiKV double.
+//!
+//! The etcd tests skip, saying so, when `etcd` is not installed (`apt-get install etcd-server`).
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -15,6 +17,7 @@ mod common;
 use common::pod;
 use drover_api::core::Pod;
 use drover_apiserver::storage::etcd_cluster::EtcdCluster;
+use drover_apiserver::storage::tikv_double::TikvDouble;
 use drover_client::{Client, ClientConfig, ListParams, WatchEvent};
 use futures::StreamExt;
 
@@ -64,6 +67,22 @@ fn three_api_servers_on_one_etcd_serve_one_state() {
     let etcd = rt
         .block_on(EtcdCluster::start(3))
         .expect("start a 3-member etcd cluster");
+    three_api_servers_serve_one_state(&rt, &etcd.url());
+}
+
+/// The same on TiKV: the three servers' `--store tikv://` is the loopback PD + TiKV double
+/// (no TiKV server can be installed here), served from this test's process.
+#[test]
+fn three_api_servers_on_one_tikv_serve_one_state() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _enter = rt.enter();
+    let double = rt
+        .block_on(TikvDouble::start())
+        .expect("start the TiKV double");
+    three_api_servers_serve_one_state(&rt, &format!("tikv://{}/ha", double.pd_endpoint()));
+}
+
+fn three_api_servers_serve_one_state(rt: &tokio::runtime::Runtime, store: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     // One data directory for the three servers: it holds the tokens and the agent key, which
     // every server of one cluster must share (on separate machines: copies of the files).
@@ -72,7 +91,7 @@ fn three_api_servers_on_one_etcd_serve_one_state() {
     let mut clients = Vec::new();
     let mut configs = Vec::new();
     for name in ["a", "b", "c"] {
-        let (child, cfg) = start_server(&etcd.url(), &data, &dir.path().join(name));
+        let (child, cfg) = start_server(store, &data, &dir.path().join(name));
         servers.push(child);
         clients.push(Client::new(&cfg).expect("client"));
         configs.push(cfg);
@@ -234,6 +253,12 @@ fn bad_store_flags_are_clear_errors() {
     assert!(
         stderr.contains("127.0.0.1:1") && stderr.contains("127.0.0.1:9"),
         "the error names the endpoints tried: {stderr}"
+    );
+    let (status, stderr) = run("tikv://127.0.0.1:1,127.0.0.1:9");
+    assert!(!status.success(), "started without a store: {stderr}");
+    assert!(
+        stderr.contains("PD at 127.0.0.1:1, 127.0.0.1:9"),
+        "the error names the PD endpoints tried: {stderr}"
     );
     let (status, stderr) = run("etcd://127.0.0.1:99999");
     assert_eq!(status.code(), Some(2), "a usage error: {stderr}");

@@ -39,7 +39,6 @@
 //! absent keys) does not take a revision, so the change feed has no empty batches and its
 //! revisions have no gaps.
 
-mod codec;
 mod watch;
 mod writer;
 
@@ -58,6 +57,7 @@ use tracing::{error, info};
 
 use self::watch::watch_stream;
 use self::writer::Writer;
+use super::codec;
 use super::{
     ChangeBatch, ChangeStream, KeyValue, Op, RangeResult, Revision, Store, StoreError, Txn,
     TxnResult,

@@ -9,12 +9,17 @@
 //! Backends implement [`Store`]; the conformance suite in [`conformance`] runs the same tests over
 //! each of them.
 
+mod apply;
+mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod embedded;
 pub mod etcd;
 #[cfg(feature = "conformance")]
 pub mod etcd_cluster;
+pub mod tikv;
+#[cfg(feature = "conformance")]
+pub mod tikv_double;
 
 use std::fmt;
 

@@ -204,12 +204,12 @@ pub struct ApiArgs {
     /// grpc or rest.
     #[arg(long, default_value = "grpc")]
     pub transport: String,
-    /// The in-process API servers' store: embedded, or etcd://HOST:PORT,... (then a first
-    /// phase measures etcd's own transaction rate as the base of the ratio).
+    /// The in-process API servers' store: embedded, etcd://HOST:PORT,... (then a first phase
+    /// measures etcd's own transaction rate as the base of the ratio) or tikv://PD:PORT,...
     #[arg(long, default_value = "embedded")]
     pub store: drover_apiserver::config::StoreSpec,
     /// In-process API servers on that store, the gRPC clients spread over them (REST clients
-    /// all use the first; more than one needs --store etcd://...).
+    /// all use the first; more than one needs a shared --store, etcd:// or tikv://).
     #[arg(long, default_value_t = 1)]
     pub apiservers: usize,
 }

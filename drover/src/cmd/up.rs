@@ -20,9 +20,10 @@ pub struct ApiserverArgs {
     /// Directory of the embedded store and the token file (default: ~/.drover/data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Where the objects are kept: `embedded` (one file under --data-dir) or an etcd v3 cluster,
-    /// `etcd://HOST:PORT[,HOST:PORT...][/prefix]`; several API servers on one etcd serve the
-    /// same state.
+    /// Where the objects are kept: `embedded` (one file under --data-dir), an etcd v3 cluster,
+    /// `etcd://HOST:PORT[,HOST:PORT...][/prefix]`, or a TiKV cluster by its PD members,
+    /// `tikv://HOST:PORT[,HOST:PORT...][/prefix]`; several API servers on one etcd or TiKV serve
+    /// the same state.
     #[arg(long, default_value = "embedded")]
     pub store: drover_apiserver::config::StoreSpec,
     /// Address to serve REST and gRPC on (loopback by default; port 0 picks a free port).

@@ -1,11 +1,9 @@
 //! The embedded store's single writer: group commit of queued transactions.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
-use bytes::Bytes;
 use redb::{Durability, ReadableTable, Table};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, error};
@@ -14,9 +12,8 @@ use super::{
     KV, LOG, MAX_BATCH, META, META_COMPACTED, META_LOG_BYTES, META_REVISION, Request, Shared,
     backend, codec, corrupt_key, error_chain,
 };
-use crate::storage::{
-    Change, ChangeBatch, ChangeKind, Compare, KeyValue, Op, Revision, StoreError, Txn, TxnResult,
-};
+use crate::storage::apply::{self, Step};
+use crate::storage::{ChangeBatch, Revision, StoreError, Txn, TxnResult};
 
 /// The thread that owns every write. See the module documentation.
 pub(super) struct Writer {
@@ -274,80 +271,25 @@ fn apply_txn(
     txn: &Txn,
     current: Revision,
 ) -> Result<TxnStep, StoreError> {
-    for (index, Compare::ModRevision { key, revision }) in txn.compares.iter().enumerate() {
-        let found = match kv
+    let step = apply::evaluate(txn, current, |key| {
+        match kv
             .get(key.as_ref())
             .map_err(|e| backend("cannot read a key", e))?
         {
-            Some(raw) => match codec::decode_mod_revision(raw.value()) {
-                Ok(found) => found,
-                Err(message) => return Ok(TxnStep::Corrupt(corrupt_key(key, message))),
-            },
-            None => 0,
-        };
-        if found != *revision {
-            return Ok(TxnStep::CompareFailed(index));
+            Some(raw) => codec::decode_record(key.clone(), raw.value())
+                .map(Some)
+                .map_err(|message| corrupt_key(key, message)),
+            None => Ok(None),
         }
-    }
-
-    // Every read happens before any write, so a corrupt record leaves the batch untouched.
-    let revision = current + 1;
-    let mut state: HashMap<Bytes, Option<KeyValue>> = HashMap::new();
-    let mut changes = Vec::with_capacity(txn.ops.len());
-    for op in &txn.ops {
-        let key = match op {
-            Op::Put { key, .. } | Op::Delete { key } => key,
-        };
-        let prev = match state.get(key) {
-            Some(prev) => prev.clone(),
-            None => match kv
-                .get(key.as_ref())
-                .map_err(|e| backend("cannot read a key", e))?
-            {
-                Some(raw) => match codec::decode_record(key.clone(), raw.value()) {
-                    Ok(prev) => Some(prev),
-                    Err(message) => return Ok(TxnStep::Corrupt(corrupt_key(key, message))),
-                },
-                None => None,
-            },
-        };
-        let (next, change) = match (op, prev) {
-            (Op::Put { value, .. }, prev) => {
-                let kv = KeyValue {
-                    key: key.clone(),
-                    value: value.clone(),
-                    create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
-                    mod_revision: revision,
-                };
-                let change = Change {
-                    kind: ChangeKind::Put,
-                    kv: kv.clone(),
-                    prev,
-                };
-                (Some(kv), Some(change))
-            }
-            (Op::Delete { .. }, Some(prev)) => {
-                let change = Change {
-                    kind: ChangeKind::Delete,
-                    kv: KeyValue {
-                        mod_revision: revision,
-                        ..prev.clone()
-                    },
-                    prev: Some(prev),
-                };
-                (None, Some(change))
-            }
-            (Op::Delete { .. }, None) => (None, None),
-        };
-        state.insert(key.clone(), next);
-        changes.extend(change);
-    }
-    if changes.is_empty() {
-        return Ok(TxnStep::Unchanged);
-    }
-
+    })?;
+    let (batch, writes) = match step {
+        Step::Applied { batch, writes } => (batch, writes),
+        Step::Unchanged => return Ok(TxnStep::Unchanged),
+        Step::CompareFailed(index) => return Ok(TxnStep::CompareFailed(index)),
+        Step::Corrupt(err) => return Ok(TxnStep::Corrupt(err)),
+    };
     let mut record = Vec::new();
-    for (key, value) in &state {
+    for (key, value) in &writes {
         match value {
             Some(value) => {
                 record.clear();
@@ -366,9 +308,8 @@ fn apply_txn(
             }
         }
     }
-    let batch = ChangeBatch { revision, changes };
     let entry = codec::encode_batch(&batch);
-    log.insert(revision, entry.as_slice())
+    log.insert(batch.revision, entry.as_slice())
         .map_err(|e| backend("cannot append to the log", e))?;
     Ok(TxnStep::Applied(batch, entry.len() as u64))
 }

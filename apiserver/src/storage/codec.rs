@@ -1,5 +1,6 @@
-//! The on-disk records of the embedded store: little-endian integers, length-prefixed byte
-//! strings, and a leading format version so a later format can be told apart.
+//! The stored records of the embedded and TiKV stores (a key's value with its revisions, and a
+//! change batch of the log): little-endian integers, length-prefixed byte strings, and a
+//! leading format version so a later format can be told apart.
 
 use bytes::Bytes;
 
@@ -12,7 +13,7 @@ const KIND_DELETE: u8 = 1;
 const HAS_PREV: u8 = 1;
 
 /// A key's record: `[version u8][create u64][mod u64][value...]`.
-pub(super) fn encode_record(out: &mut Vec<u8>, create: Revision, modified: Revision, v: &[u8]) {
+pub(crate) fn encode_record(out: &mut Vec<u8>, create: Revision, modified: Revision, v: &[u8]) {
     out.reserve(17 + v.len());
     out.push(RECORD_V1);
     out.extend_from_slice(&create.to_le_bytes());
@@ -20,14 +21,7 @@ pub(super) fn encode_record(out: &mut Vec<u8>, create: Revision, modified: Revis
     out.extend_from_slice(v);
 }
 
-pub(super) fn decode_mod_revision(raw: &[u8]) -> Result<Revision, String> {
-    let mut r = Reader::new(raw);
-    r.version(RECORD_V1)?;
-    r.u64()?;
-    r.u64()
-}
-
-pub(super) fn decode_record(key: Bytes, raw: &[u8]) -> Result<KeyValue, String> {
+pub(crate) fn decode_record(key: Bytes, raw: &[u8]) -> Result<KeyValue, String> {
     let mut r = Reader::new(raw);
     r.version(RECORD_V1)?;
     let create_revision = r.u64()?;
@@ -43,7 +37,7 @@ pub(super) fn decode_record(key: Bytes, raw: &[u8]) -> Result<KeyValue, String> 
 /// A change batch: `[version u8][count u32]`, then per change `[kind u8][flags u8]`, the key
 /// value (`[key len u32][key][value len u32][value][create u64][mod u64]`) and, when `flags`
 /// says so, the previous one without its key (the same key).
-pub(super) fn encode_batch(batch: &ChangeBatch) -> Vec<u8> {
+pub(crate) fn encode_batch(batch: &ChangeBatch) -> Vec<u8> {
     let size: usize = batch
         .changes
         .iter()
@@ -71,7 +65,7 @@ pub(super) fn encode_batch(batch: &ChangeBatch) -> Vec<u8> {
     out
 }
 
-pub(super) fn decode_batch(revision: Revision, raw: &[u8]) -> Result<ChangeBatch, String> {
+pub(crate) fn decode_batch(revision: Revision, raw: &[u8]) -> Result<ChangeBatch, String> {
     // One copy of the record; keys and values are slices of it.
     let buf = Bytes::copy_from_slice(raw);
     let mut r = Reader::new(&buf);
@@ -216,7 +210,6 @@ mod tests {
     fn record_round_trips() {
         let mut raw = Vec::new();
         encode_record(&mut raw, 3, 9, b"hello");
-        assert_eq!(decode_mod_revision(&raw), Ok(9));
         let back = decode_record(Bytes::from_static(b"k"), &raw);
         assert_eq!(back, Ok(kv("k", "hello", 3, 9)));
     }
@@ -251,7 +244,7 @@ mod tests {
         let mut raw = Vec::new();
         encode_record(&mut raw, 1, 2, b"v");
         assert!(decode_record(Bytes::new(), &raw[..10]).is_err());
-        assert!(decode_mod_revision(&[9, 0, 0]).is_err());
+        assert!(decode_record(Bytes::new(), &[9, 0, 0]).is_err());
 
         let batch = ChangeBatch {
             revision: 1,
