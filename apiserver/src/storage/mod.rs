@@ -17,6 +17,7 @@ pub mod embedded;
 pub mod etcd;
 #[cfg(feature = "conformance")]
 pub mod etcd_cluster;
+pub mod logged;
 pub mod tikv;
 #[cfg(feature = "conformance")]
 pub mod tikv_double;
