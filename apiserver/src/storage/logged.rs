@@ -389,7 +389,10 @@ impl<E: Engine> Inner<E> {
             let key = key.clone();
             async move {
                 let mut snap = self.engine.snapshot().await?;
-                let raw = self.engine.snap_get(&mut snap, std::slice::from_ref(&key)).await?;
+                let raw = self
+                    .engine
+                    .snap_get(&mut snap, std::slice::from_ref(&key))
+                    .await?;
                 decode_u64(&key, raw.into_iter().next().flatten()).map_err(Attempt::Final)
             }
         })
