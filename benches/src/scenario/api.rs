@@ -23,8 +23,8 @@ use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 
 use drover_apiserver::config::StoreSpec;
+use drover_apiserver::storage::Store;
 use drover_apiserver::storage::etcd::{EtcdConfig, EtcdStore};
-use drover_apiserver::storage::{Compare, Op, Store, Txn};
 
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::plot::Chart;
@@ -295,8 +295,9 @@ async fn run_on(
 /// Where the baseline's keys go (outside the API server's keys), removed after it.
 const BASELINE_PREFIX: &str = "/drover-bench-baseline/";
 
-/// `opts.objects` create-if-absent transactions of a pod's JSON straight to etcd, from
-/// `opts.clients` tasks, under a key prefix of their own.
+/// `opts.objects` create-if-absent transactions of a pod's JSON straight to etcd (one etcd
+/// `Txn` each, not the store's group commit), from `opts.clients` tasks, under a key prefix of
+/// their own.
 async fn etcd_baseline(
     etcd: &EtcdConfig,
     opts: &Options,
@@ -325,20 +326,14 @@ async fn etcd_baseline(
                 if i >= total {
                     return (latencies, errors);
                 }
-                let key = Bytes::from(format!("{BASELINE_PREFIX}{i}"));
-                let txn = Txn {
-                    compares: vec![Compare::ModRevision {
-                        key: key.clone(),
-                        revision: 0,
-                    }],
-                    ops: vec![Op::Put {
-                        key,
-                        value: value.clone(),
-                    }],
-                };
+                let key = format!("{BASELINE_PREFIX}{i}");
                 let sent = Instant::now();
-                match store.txn(txn).await {
-                    Ok(r) if r.succeeded => latencies.push(sent.elapsed()),
+                match store
+                    .engine()
+                    .raw_create(key.as_bytes(), value.clone())
+                    .await
+                {
+                    Ok(true) => latencies.push(sent.elapsed()),
                     _ => errors += 1,
                 }
                 progress.inc(1);
@@ -354,30 +349,12 @@ async fn etcd_baseline(
     }
     let wall = start.elapsed();
     progress.finish();
-    // Leave etcd as it was: the baseline's keys go, in pages.
-    let end = drover_apiserver::storage::prefix_end(BASELINE_PREFIX.as_bytes());
-    loop {
-        // etcd takes at most 128 operations per transaction by default.
-        let page = store
-            .range(BASELINE_PREFIX.as_bytes(), &end, 100)
-            .await
-            .map_err(|e| BenchError::Start(e.to_string()))?;
-        if page.kvs.is_empty() {
-            break;
-        }
-        let ops = page
-            .kvs
-            .into_iter()
-            .map(|kv| Op::Delete { key: kv.key })
-            .collect();
-        store
-            .txn(Txn {
-                compares: vec![],
-                ops,
-            })
-            .await
-            .map_err(|e| BenchError::Start(e.to_string()))?;
-    }
+    // Leave etcd as it was: the baseline's keys go.
+    store
+        .engine()
+        .raw_delete_prefix(BASELINE_PREFIX.as_bytes())
+        .await
+        .map_err(|e| BenchError::Start(e.to_string()))?;
     store.close().await;
     Ok(StoreBaseline {
         txns: latencies.len(),
