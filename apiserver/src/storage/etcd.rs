@@ -6,8 +6,9 @@
 //! `Txn` per API write caps the API at etcd's own transaction rate. So Drover keeps its revision
 //! counter and change log as etcd keys and group-commits: the queued Drover transactions are
 //! read in one etcd `Txn` of ranges, evaluated, and written in one etcd `Txn` whose compares
-//! check that every key read and written still has the mod revision it was read at (the
-//! counter among them, so two API servers committing at once serialise). etcd's own
+//! check that every key it overwrites still has the mod revision it was read at. The counter
+//! is among them and every commit writes it, so any commit since the reads fails the compare:
+//! two API servers committing at once serialise, and reads need no compare of their own. etcd's own
 //! `--max-txn-ops` (128 by default) bounds a group.
 //!
 //! The change feed follows the log; an etcd watch of the counter key wakes it when another
