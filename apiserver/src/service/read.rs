@@ -1,4 +1,7 @@
-//! Get and list: answered from the watch cache, never waiting on the store.
+//! Get and list: answered from the watch cache. A list at the most recent version (no
+//! `resourceVersion`) first asks the store for its revision and waits until the cache has
+//! reached it, so a write acknowledged by any API server on the same store is in the list (as
+//! Kubernetes' consistent reads from the cache); every other read never waits on the store.
 
 use std::sync::Arc;
 
@@ -24,7 +27,11 @@ impl ApiService {
         let r = self.resolve(&req.target)?;
         let filter = self.filter(&r, o)?;
         // The cache answers at its own revision, which is never older than the one checked.
-        self.not_older_than(&o.resource_version).await?;
+        if o.resource_version.is_empty() {
+            self.consistent().await?;
+        } else {
+            self.not_older_than(&o.resource_version).await?;
+        }
         let after = if o.continue_token.is_empty() {
             None
         } else {
@@ -72,6 +79,39 @@ impl ApiService {
         })
     }
 
+    /// Waits until the cache has applied every write the store has committed, by this server or
+    /// another one on the same store: a read at the most recent version. The store's revision
+    /// is one small read; the wait is bounded as [`Self::not_older_than`]'s.
+    async fn consistent(&self) -> Result<(), Status> {
+        let rev = self
+            .store
+            .current_revision()
+            .await
+            .map_err(super::store_err)?;
+        self.wait_for_cache(rev).await
+    }
+
+    /// Waits until the cache has reached `rev`; as Kubernetes, a version the cache does not
+    /// reach within 3 s is `Timeout`.
+    async fn wait_for_cache(&self, rev: u64) -> Result<(), Status> {
+        if rev > self.cache.revision() {
+            let wait = self.cache.wait_for(rev);
+            if tokio::time::timeout(std::time::Duration::from_secs(3), wait)
+                .await
+                .is_err()
+            {
+                return Err(Status::new(
+                    Reason::Timeout,
+                    format!(
+                        "too large resource version: {rev}, current: {}",
+                        self.cache.revision()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The revision a list or watch must not be older than: `None` for "" and "0" (anything
     /// recent), else the number, once the cache has reached it (as Kubernetes, a version the
     /// cache does not reach within 3 s is `Timeout`). Anything else is a bad request.
@@ -87,21 +127,7 @@ impl ApiService {
                 ))
             })?,
         };
-        if rv > self.cache.revision() {
-            let wait = self.cache.wait_for(rv);
-            if tokio::time::timeout(std::time::Duration::from_secs(3), wait)
-                .await
-                .is_err()
-            {
-                return Err(Status::new(
-                    Reason::Timeout,
-                    format!(
-                        "too large resource version: {rv}, current: {}",
-                        self.cache.revision()
-                    ),
-                ));
-            }
-        }
+        self.wait_for_cache(rv).await?;
         Ok(Some(rv))
     }
 }
