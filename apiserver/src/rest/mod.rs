@@ -6,6 +6,7 @@
 //! method, query, body; YAML through [`yaml`]), [`ApiService::serve`] executes it, and
 //! `respond` encodes the reply.
 
+pub mod discovery;
 pub mod request;
 pub mod yaml;
 
@@ -34,6 +35,8 @@ pub fn router(svc: ApiService) -> Router {
         .route("/readyz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
         .route("/version", get(version))
+        .route("/api", any(handle))
+        .route("/apis", any(handle))
         .route("/api/{*rest}", any(handle))
         .route("/apis/{*rest}", any(handle))
         .with_state(svc)
@@ -112,6 +115,24 @@ async fn handle_inner(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let user = svc.authenticate(authorization, connection.as_ref())?;
+    if let Some(discovery) = discovery::Discovery::of_path(uri.path()) {
+        // Every authenticated caller may read discovery (Kubernetes' system:discovery role).
+        if method != Method::GET {
+            return Err(Status::new(
+                drover_api::error::Reason::MethodNotAllowed,
+                format!("method {method} is not supported on {}", uri.path()),
+            ));
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let doc = discovery.document(host)?;
+        return Ok(json_response(
+            StatusCode::OK,
+            Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()),
+        ));
+    }
     let request = request::parse(svc, &method, uri.path(), &headers, &q, body).await?;
     let created = matches!(
         request,
